@@ -1,0 +1,119 @@
+"""Compare experiments and commits from ``dvc exp show --json``.
+
+Pure functions over the JSON DVC prints: flatten it into one record per revision
+(name, params, metrics mean and std), find the params that differ, and render a Markdown
+table with the best value per metric marked. The CLI lives in ``stages/compare.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from m3sa.errors import M3SAError
+
+METRIC_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0")
+LOWER_IS_BETTER = frozenset({"mae"})
+
+
+@dataclass
+class Record:
+    """One revision of ``dvc exp show``: a commit, the workspace or an experiment."""
+
+    name: str
+    rev: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rev": self.rev, "params": self.params, "metrics": self.metrics}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _record(entry: dict[str, Any], name: str) -> Record:
+    data = entry.get("data") or {}
+    params: dict[str, Any] = {}
+    for file_data in (data.get("params") or {}).values():
+        params.update(_flatten((file_data or {}).get("data") or {}))
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for path, file_data in (data.get("metrics") or {}).items():
+        content = (file_data or {}).get("data") or {}
+        if isinstance(content.get("mean"), dict):
+            stem = path.rsplit("/", 1)[-1].removesuffix(".json")
+            metrics[stem] = {"mean": dict(content["mean"]), "std": dict(content.get("std") or {})}
+    return Record(name=name, rev=str(entry.get("rev", "")), params=params, metrics=metrics)
+
+
+def records_from_exp_show(payload: list[dict[str, Any]]) -> list[Record]:
+    """Flatten ``dvc exp show --json`` output into records (workspace, commits, experiments)."""
+    if not isinstance(payload, list):
+        raise M3SAError("dvc exp show --json: expected a list of revisions")
+    records: list[Record] = []
+    for entry in payload:
+        if entry.get("error"):
+            continue
+        rev = str(entry.get("rev", ""))
+        records.append(_record(entry, entry.get("name") or (rev if rev == "workspace" else rev[:7])))
+        for exp in entry.get("experiments") or []:
+            for sub in exp.get("revs") or []:
+                if not sub.get("error"):
+                    records.append(_record(sub, sub.get("name") or exp.get("name") or str(sub.get("rev", ""))[:7]))
+    return records
+
+
+def select(records: Iterable[Record], names: list[str]) -> list[Record]:
+    """Keep the records named in ``names`` (by name or revision prefix), in that order."""
+    records = list(records)
+    if not names:
+        return records
+    chosen = []
+    for wanted in names:
+        hits = [r for r in records if r.name == wanted or (len(wanted) >= 4 and r.rev.startswith(wanted))]
+        if not hits:
+            known = ", ".join(sorted({r.name for r in records}))
+            raise M3SAError(f"no experiment or commit named '{wanted}'; known: {known}")
+        chosen.append(hits[0])
+    return chosen
+
+
+def differing_params(records: list[Record]) -> list[str]:
+    """Parameter keys whose value is not the same in every record."""
+    keys = sorted({k for r in records for k in r.params})
+    return [k for k in keys if len({repr(r.params.get(k)) for r in records}) > 1]
+
+
+def best_index(values: list[float | None], metric: str) -> int | None:
+    """Index of the best value (lowest MAE, highest otherwise); None if nothing to compare."""
+    scored = [(v, i) for i, v in enumerate(values) if isinstance(v, (int, float))]
+    if len(scored) < 2:
+        return None
+    return (min(scored) if metric in LOWER_IS_BETTER else max(scored))[1]
+
+
+def comparison_table(records: list[Record], split: str = "test", metrics: tuple[str, ...] = METRIC_KEYS) -> str:
+    """Markdown table: differing params, then ``mean ± std`` per metric, best marked **bold**."""
+    if not records:
+        raise M3SAError("nothing to compare: no experiments or commits found")
+    params = differing_params(records)
+    present = [m for m in metrics if any(m in r.metrics.get(split, {}).get("mean", {}) for r in records)]
+    header = ["experiment", *params, *present]
+    rows = [[r.name, *[str(r.params.get(p, "")) for p in params]] for r in records]
+    for metric in present:
+        means = [r.metrics.get(split, {}).get("mean", {}).get(metric) for r in records]
+        stds = [r.metrics.get(split, {}).get("std", {}).get(metric) for r in records]
+        best = best_index(means, metric)
+        for i, (mean, std) in enumerate(zip(means, stds)):
+            cell = "-" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+            rows[i].append(f"**{cell}**" if i == best else cell)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    note = f"\n\n{split} metrics, mean ± std over seeds; best per metric in bold (MAE: lowest, others: highest)."
+    return "\n".join(lines) + note

@@ -1,0 +1,319 @@
+"""CMU-MultimodalSDK computational sequences (``.csd``): read and write.
+
+Layout (DESIGN section 2): one top-level HDF5 group named by the sequence's root name, with
+``data/<video_id>/features`` (n, d) and ``data/<video_id>/intervals`` (n, 2) start/end
+seconds, and ``metadata/<key>`` datasets of shape (1,) holding a JSON value as a
+variable-length string. Word sequences store one word per row as a byte string (``sp`` =
+silence). Every malformed input raises :class:`~m3sa.errors.CSDError` naming the file and,
+where it applies, the video.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from m3sa.errors import CSDError
+
+SILENCE = "sp"
+
+#: Metadata keys the SDK writes (``md5`` and ``uuid`` are added by the SDK itself).
+METADATA_KEYS = (
+    "root name",
+    "computational sequence description",
+    "dimension names",
+    "computational sequence version",
+    "alignment compatible",
+    "dataset name",
+    "dataset version",
+    "creator",
+    "contact",
+    "featureset bib citation",
+    "dataset bib citation",
+)
+
+
+@dataclass
+class CSD:
+    """A whole computational sequence in memory."""
+
+    root: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # video -> (features, intervals)
+
+
+def _decode_meta(raw: Any) -> Any:
+    """A metadata value: (1,) vlen string of JSON, bytes or str; non-JSON text is kept as is."""
+    if isinstance(raw, np.ndarray):
+        raw = raw.reshape(-1)[0] if raw.size else ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        return raw.item() if isinstance(raw, np.generic) else raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+class CSDReader:
+    """An open ``.csd`` file; arrays are read one video at a time (:meth:`get`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CSDError(f"{self.path}: file not found")
+        if self.path.is_dir():
+            raise CSDError(f"{self.path}: is a directory, expected a .csd (HDF5) file")
+        try:
+            is_h5 = h5py.is_hdf5(self.path)
+        except OSError as err:
+            raise CSDError(f"{self.path}: cannot be read ({err.__class__.__name__})") from None
+        if not is_h5:
+            raise CSDError(f"{self.path}: not an HDF5 file (a .csd file is HDF5)")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise CSDError(f"{self.path}: cannot be opened as HDF5 ({err})") from None
+        try:
+            self.root, self._group = self._find_root()
+            self.metadata = self._read_metadata()
+            data = self._group.get("data")
+            if not isinstance(data, h5py.Group):
+                raise CSDError(f"{self.path}: root group '{self.root}' has no 'data' group")
+            self._data = data
+        except BaseException:
+            self._file.close()
+            raise
+        # Contiguous, uncompressed numeric arrays are read straight from their file offset
+        # (about twice as fast as going through HDF5); checked once against h5py per file.
+        self._fd: int | None = os.open(self.path, os.O_RDONLY) if hasattr(os, "preadv") else None
+        self._direct_checked = False
+
+    def _find_root(self) -> tuple[str, h5py.Group]:
+        groups = [k for k, v in self._file.items() if isinstance(v, h5py.Group)]
+        if not groups:
+            raise CSDError(f"{self.path}: no root group (expected one top-level group named by the root name)")
+        if len(groups) == 1:
+            return groups[0], self._file[groups[0]]
+        # Several groups: the one whose metadata names itself is the root.
+        for name in groups:
+            meta = self._file[name].get("metadata")
+            if isinstance(meta, h5py.Group) and "root name" in meta:
+                if _decode_meta(meta["root name"][()]) == name:
+                    return name, self._file[name]
+        raise CSDError(f"{self.path}: {len(groups)} top-level groups ({', '.join(groups[:3])}...) and none is "
+                       "marked as root by its 'root name' metadata")
+
+    def _read_metadata(self) -> dict[str, Any]:
+        meta = self._group.get("metadata")
+        if meta is None:
+            return {}
+        if not isinstance(meta, h5py.Group):
+            raise CSDError(f"{self.path}: '{self.root}/metadata' is not a group")
+        out: dict[str, Any] = {}
+        for key, ds in meta.items():
+            if isinstance(ds, h5py.Dataset):
+                out[key] = _decode_meta(ds[()])
+        return out
+
+    def videos(self) -> list[str]:
+        """Video ids in the file, in HDF5 (sorted) order."""
+        return list(self._data.keys())
+
+    def __contains__(self, video: str) -> bool:
+        return video in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def shape(self, video: str) -> tuple[int, int]:
+        """(n, d) of a video's features without reading them."""
+        feats, _ = self._datasets(video)
+        return feats.shape  # type: ignore[return-value]
+
+    def _datasets(self, video: str) -> tuple[h5py.Dataset, h5py.Dataset]:
+        where = f"{self.path}: video '{video}'"
+        grp = self._data.get(video)
+        if grp is None:
+            raise CSDError(f"{where} not in the file")
+        if not isinstance(grp, h5py.Group):
+            raise CSDError(f"{where}: 'data/{video}' is not a group")
+        feats, ivs = grp.get("features"), grp.get("intervals")
+        if not isinstance(feats, h5py.Dataset):
+            raise CSDError(f"{where}: no 'features' dataset")
+        if not isinstance(ivs, h5py.Dataset):
+            raise CSDError(f"{where}: no 'intervals' dataset")
+        if feats.ndim != 2:
+            raise CSDError(f"{where}: features must be 2-D (n, d), got shape {feats.shape}")
+        if ivs.ndim != 2 or ivs.shape[1] != 2:
+            raise CSDError(f"{where}: intervals must have shape (n, 2), got {ivs.shape}")
+        if feats.shape[0] != ivs.shape[0]:
+            raise CSDError(f"{where}: features have {feats.shape[0]} rows but intervals {ivs.shape[0]}")
+        if ivs.dtype.kind not in "fiu":
+            raise CSDError(f"{where}: intervals must be numbers, got dtype {ivs.dtype}")
+        return feats, ivs
+
+    def get(self, video: str) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, d), intervals (n, 2)) of one video, in the file's dtypes."""
+        feats, ivs = self._datasets(video)
+        try:
+            return self._read(feats), self._read(ivs)
+        except (OSError, ValueError, TypeError) as err:
+            raise CSDError(f"{self.path}: video '{video}': cannot read arrays ({err})") from None
+
+    def _read(self, ds: h5py.Dataset) -> np.ndarray:
+        offset = None
+        if (self._fd is not None and ds.size and ds.chunks is None and ds.dtype.kind in "fiu"
+                and ds.dtype.isnative):
+            offset = ds.id.get_offset()
+        if offset is None:
+            return ds[()]
+        out = np.empty(ds.shape, dtype=ds.dtype)
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], offset + done)
+            if n <= 0:
+                return ds[()]
+            done += n
+        if not self._direct_checked:
+            if not np.array_equal(out[:1], ds[:1], equal_nan=out.dtype.kind == "f"):
+                os.close(self._fd)
+                self._fd = None
+                return ds[()]
+            self._direct_checked = True
+        return out
+
+    def items(self) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+        for video in self.videos():
+            yield video, self.get(video)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._file.close()
+
+    def __enter__(self) -> "CSDReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def open_csd(path: str | Path) -> Iterator[CSDReader]:
+    """Open a ``.csd`` file for streaming, one video at a time::
+
+        with open_csd(path) as seq:
+            for video in seq.videos():
+                features, intervals = seq.get(video)
+    """
+    reader = CSDReader(path)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def read_csd(path: str | Path) -> CSD:
+    """Read a whole computational sequence: root name, metadata and per-video arrays."""
+    with open_csd(path) as seq:
+        return CSD(root=seq.root, metadata=dict(seq.metadata), data=dict(seq.items()))
+
+
+def decode_words(features: np.ndarray) -> list[str]:
+    """Words of a words sequence, (n, 1) byte strings (or str), as a list of str."""
+    flat = features.reshape(-1) if features.ndim else features.reshape(1)
+    return [w.decode("utf-8", errors="replace") if isinstance(w, bytes) else str(w) for w in flat]
+
+
+def _as_features(video: str, features: Any) -> np.ndarray:
+    arr = np.asarray(features)
+    if arr.dtype.kind in "UO":  # words as str: the SDK stores byte strings
+        arr = np.array([w.encode("utf-8") if isinstance(w, str) else bytes(w) for w in arr.reshape(-1)],
+                       dtype=np.bytes_).reshape(arr.shape)
+    if arr.ndim == 1:
+        arr = arr[:, None]  # (n,) -> (n, 1)
+    if arr.ndim != 2:
+        raise CSDError(f"video '{video}': features must be 2-D (n, d), got shape {arr.shape}")
+    return arr
+
+
+class CSDWriter:
+    """Writes a computational sequence one video at a time (see :func:`csd_writer`)."""
+
+    def __init__(self, path: Path, handle: h5py.File, root: str) -> None:
+        self.path = path
+        self.root = root
+        self._data = handle.create_group(root).create_group("data")
+
+    def add(self, video: str, features: Any, intervals: Any) -> None:
+        """Add one video: features (n, d) (words as str or bytes) and intervals (n, 2)."""
+        where = f"{self.path}: video '{video}'"
+        if not video or "/" in video or video == ".":
+            raise CSDError(f"{where}: invalid video id (empty, '.' or containing '/')")
+        if video in self._data:
+            raise CSDError(f"{where}: written twice")
+        feats = _as_features(video, features)
+        ivs = np.asarray(intervals)
+        if ivs.ndim != 2 or ivs.shape[1] != 2:
+            raise CSDError(f"{where}: intervals must have shape (n, 2), got {ivs.shape}")
+        if feats.shape[0] != ivs.shape[0]:
+            raise CSDError(f"{where}: {feats.shape[0]} feature rows but {ivs.shape[0]} intervals")
+        vgrp = self._data.create_group(video)
+        vgrp.create_dataset("features", data=feats)
+        vgrp.create_dataset("intervals", data=ivs)
+
+
+@contextmanager
+def csd_writer(path: str | Path, root: str, metadata: Mapping[str, Any] | None = None) -> Iterator[CSDWriter]:
+    """Write a computational sequence in the SDK's layout, streaming, atomically.
+
+    The file appears at ``path`` (temp file, then rename) only when the block ends without
+    error. Metadata values are stored as JSON strings in (1,) variable-length string
+    datasets; ``root name`` is always set to ``root``.
+    """
+    path = Path(path)
+    if not root or "/" in root or root == ".":
+        raise CSDError(f"{path}: invalid root name {root!r}")
+    meta = dict(metadata or {})
+    meta["root name"] = root
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as handle:
+            writer = CSDWriter(path, handle, root)
+            yield writer
+            mgrp = handle[root].create_group("metadata")
+            string = h5py.string_dtype(encoding="utf-8")
+            for key, value in meta.items():
+                ds = mgrp.create_dataset(key, (1,), dtype=string)
+                ds[0] = json.dumps(value)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csd(path: str | Path, root: str, data: Mapping[str, tuple[Any, Any]],
+              metadata: Mapping[str, Any] | None = None) -> None:
+    """Write a whole computational sequence (``data``: video -> (features, intervals))."""
+    with csd_writer(path, root, metadata) as writer:
+        for video, (features, intervals) in data.items():
+            writer.add(video, features, intervals)
+
+
+def words_features(words: Sequence[str]) -> np.ndarray:
+    """Words as the SDK stores them: (n, 1) byte strings."""
+    return np.array([w.encode("utf-8") for w in words], dtype=np.bytes_).reshape(-1, 1)

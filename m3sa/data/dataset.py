@@ -1,0 +1,328 @@
+"""Parquet features -> pre-collated tensors -> padded batches.
+
+A split is read once from ``<features_dir>/<split>.parquet`` (schema in
+docs/architecture.md), its words are tokenised once with the text encoder's fast tokenizer
+(``is_split_into_words``; ``word_ids()`` gives each WordPiece's word, the ``word_index``
+the batch contract asks for), and every variable-length field is stored flat with offsets.
+A batch is then one vectorised gather per field: no Python loop over samples, no worker
+processes. :class:`BucketBatchSampler` groups samples of similar length so that padding
+stays small; under ``torchrun`` it splits each global batch between the ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from m3sa.config import MODALITIES
+from m3sa.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+FRAME_MODALITIES = ("acoustic", "visual")
+
+
+# ---------------------------------------------------------------- meta.json
+
+
+def read_meta(features_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``<features_dir>/meta.json`` (the fields training relies on)."""
+    path = Path(features_dir) / "meta.json"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `python -m stages.extract` first")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not readable JSON ({err.__class__.__name__}); rerun `python -m stages.extract`") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: must hold a JSON object")
+    mods = meta.get("modalities")
+    if not isinstance(mods, list) or not mods or any(m not in MODALITIES for m in mods):
+        raise DataError(f"{path}: 'modalities' must be a non-empty list drawn from {list(MODALITIES)}, got {mods!r}")
+    dims = meta.get("dims", {})
+    for m in mods:
+        if m in FRAME_MODALITIES and not (isinstance(dims.get(m), int) and dims[m] > 0):
+            raise DataError(f"{path}: 'dims.{m}' must be a positive integer (modality '{m}' is listed), got {dims.get(m)!r}")
+    return meta
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The fast tokenizer of the text encoder ``spec`` (``model.text_encoder``)."""
+    try:
+        from m3sa.models.text import load_tokenizer as _load
+    except ImportError:  # pragma: no cover - older model package without the tokenizer-only loader
+        from m3sa.models import load_text_encoder
+
+        return load_text_encoder(spec)[0]
+    return _load(spec)
+
+
+# ---------------------------------------------------------------- ragged storage
+
+
+@dataclass
+class Ragged:
+    """Variable-length rows stored flat: row ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+
+    ``values`` ends with one extra padding row (index ``len(values) - 1``) that padded batch
+    positions point to, so a batch is a single gather.
+    """
+
+    values: Tensor  # (N_total + 1, *feature_shape)
+    offsets: Tensor  # (n + 1,) long
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def pad(self, idx: Tensor, min_len: int = 1) -> tuple[Tensor, Tensor]:
+        """Rows ``idx`` padded to the longest of them: (B, T, ...) values and (B, T) mask."""
+        starts = self.offsets[idx]  # (B,)
+        lens = self.offsets[idx + 1] - starts  # (B,)
+        t = max(int(lens.max()) if len(idx) else 0, min_len)
+        pos = torch.arange(t)
+        mask = pos[None, :] < lens[:, None]  # (B, T)
+        flat = torch.where(mask, starts[:, None] + pos[None, :], self.values.shape[0] - 1)  # (B, T)
+        return self.values[flat], mask  # (B, T, ...), (B, T)
+
+
+def _ragged(values: Tensor, offsets: np.ndarray, pad_row: Tensor) -> Ragged:
+    return Ragged(torch.cat([values, pad_row[None]], 0), torch.as_tensor(offsets, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- split
+
+
+@dataclass
+class SplitData:
+    """One split, tokenised and stored as flat tensors; :meth:`collate` builds batches."""
+
+    name: str
+    modalities: tuple[str, ...]
+    labels: Tensor  # (n,) float32
+    segment_ids: list[str]
+    video_ids: list[str]
+    fields: dict[str, Ragged]
+    pad_token_id: int = 0
+    ground_truth: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (n,) float (nan = unknown)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Per-sample cost key for bucketing: the longest of the sample's sequences."""
+        lens = [r.lengths.numpy() for r in self.fields.values()]
+        return np.max(np.stack(lens), axis=0) if lens else np.ones(len(self), dtype=np.int64)
+
+    def collate(self, indices: Sequence[int] | Tensor) -> dict[str, Tensor]:
+        """The batch dict of docs/architecture.md for rows ``indices``, padded to the batch max."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        batch: dict[str, Tensor] = {"label": self.labels[idx], "index": idx}
+        if "input_ids" in self.fields:
+            ids, mask = self.fields["input_ids"].pad(idx, min_len=2)
+            batch["input_ids"] = ids.masked_fill(~mask, self.pad_token_id)  # (B, T_tok)
+            batch["attention_mask"] = mask.long()  # (B, T_tok)
+            batch["word_index"] = self.fields["word_index"].pad(idx, min_len=2)[0]  # (B, T_tok), -1 = none
+        for m in FRAME_MODALITIES:
+            if m in self.fields:
+                batch[m], batch[f"{m}_mask"] = self.fields[m].pad(idx)  # (B, T_m, d_m), (B, T_m)
+        return batch
+
+
+def _schema_error(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: {what}; rerun `python -m stages.extract` (schema in docs/architecture.md)")
+
+
+def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        raise _schema_error(path, f"column '{name}' is missing (columns: {', '.join(table.column_names)})")
+    col = table.column(name)
+    if col.null_count:
+        raise _schema_error(path, f"column '{name}' has {col.null_count} null value(s)")
+    return col
+
+
+def _frames(table: pa.Table, path: Path, m: str, dim: int, segment_ids: list[str]) -> Ragged:
+    col = _column(table, path, m)
+    typ = col.type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not (
+        pa.types.is_list(typ.value_type) or pa.types.is_large_list(typ.value_type)
+    ) or not pa.types.is_floating(typ.value_type.value_type):
+        raise _schema_error(path, f"column '{m}' has type {typ}, expected list<list<float32>>")
+    outer = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    outer = outer.cast(pa.list_(pa.list_(pa.float32())))
+    offsets = outer.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    inner = outer.flatten()
+    widths = np.diff(inner.offsets.to_numpy())
+    if inner.null_count or (widths != dim).any():
+        bad = int(np.argmax(widths != dim)) if (widths != dim).any() else 0
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise DataError(
+            f"{path}: segment {segment_ids[row]!r}: '{m}' rows have width {int(widths[bad])}, but meta.json "
+            f"says dims.{m} = {dim}; rerun `python -m stages.extract`"
+        )
+    flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    values = torch.from_numpy(flat.reshape(-1, dim).copy())  # (N_rows, d_m)
+    lens_col = f"{m}_len"
+    if lens_col in table.column_names:
+        stated = table.column(lens_col).to_numpy()
+        if not np.array_equal(stated, np.diff(offsets)):
+            row = int(np.argmax(stated != np.diff(offsets)))
+            raise DataError(f"{path}: segment {segment_ids[row]!r}: '{lens_col}' = {int(stated[row])} but '{m}' has {int(np.diff(offsets)[row])} rows")
+    return _ragged(values, offsets, torch.zeros(dim))
+
+
+def _tokenise(words: list[list[str]], tokenizer: Any, max_tokens: int) -> tuple[Ragged, Ragged]:
+    """input_ids and word_index (-1 for special tokens) per sample, truncated to max_tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError("the text encoder's tokenizer is not a fast tokenizer; word_ids() (word alignment) needs one")
+    ids: list[int] = []
+    widx: list[int] = []
+    offsets = [0]
+    chunk = 4096
+    for lo in range(0, len(words), chunk):
+        enc = tokenizer(words[lo:lo + chunk], is_split_into_words=True, truncation=True,
+                        max_length=max_tokens, add_special_tokens=True)
+        for i, row in enumerate(enc["input_ids"]):
+            ids.extend(row)
+            widx.extend(-1 if w is None else w for w in enc.word_ids(i))
+            offsets.append(len(ids))
+    off = np.asarray(offsets, dtype=np.int64)
+    return (_ragged(torch.tensor(ids, dtype=torch.long), off, torch.tensor(0)),
+            _ragged(torch.tensor(widx, dtype=torch.long), off, torch.tensor(-1)))
+
+
+def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens: int,
+               meta: dict[str, Any] | None = None) -> SplitData:
+    """Read ``<features_dir>/<split>.parquet`` into a :class:`SplitData`.
+
+    Raises :class:`DataError` naming the file (and segment) when the schema or a feature
+    width disagrees with ``meta.json``.
+    """
+    meta = meta if meta is not None else read_meta(features_dir)
+    path = Path(features_dir) / f"{split}.parquet"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `python -m stages.extract` first")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    modalities = tuple(meta["modalities"])
+    segment_ids = [str(s) for s in _column(table, path, "segment_id").to_pylist()]
+    video_ids = [str(s) for s in _column(table, path, "video_id").to_pylist()] if "video_id" in table.column_names \
+        else [s.rsplit("[", 1)[0] for s in segment_ids]
+    label_col = _column(table, path, "label")
+    if not pa.types.is_floating(label_col.type):
+        raise _schema_error(path, f"column 'label' has type {label_col.type}, expected float32")
+    labels = torch.from_numpy(label_col.to_numpy().astype(np.float32))  # (n,)
+    fields: dict[str, Ragged] = {}
+    pad_id = 0
+    if "language" in modalities:
+        col = _column(table, path, "words")
+        if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not (
+            pa.types.is_string(col.type.value_type) or pa.types.is_large_string(col.type.value_type)
+        ):
+            raise _schema_error(path, f"column 'words' has type {col.type}, expected list<string>")
+        fields["input_ids"], fields["word_index"] = _tokenise(col.to_pylist(), tokenizer, max_tokens)
+        pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    for m in FRAME_MODALITIES:
+        if m in modalities:
+            fields[m] = _frames(table, path, m, int(meta["dims"][m]), segment_ids)
+    gt: dict[str, np.ndarray] = {}
+    for m in MODALITIES:
+        name = f"gt_{m}"
+        if name in table.column_names:
+            vals = table.column(name).to_pylist()
+            gt[m] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+    log.debug("%s: %d segments, modalities %s", path, len(segment_ids), ",".join(modalities))
+    return SplitData(split, modalities, labels, segment_ids, video_ids, fields, pad_id, gt)
+
+
+# ---------------------------------------------------------------- batching
+
+
+class BucketBatchSampler:
+    """Seeded, length-bucketed batches; the order depends only on (seed, epoch).
+
+    Training: the samples are shuffled, cut into pools of ``pool_batches`` batches, each pool
+    sorted by length and cut into batches, and the batches shuffled. Evaluation
+    (``shuffle=False``): all samples sorted by length. With ``num_replicas > 1`` each
+    global batch is split between the ranks (rank ``r`` takes items ``r::num_replicas``),
+    so N processes see the same global batches as one process; a final batch smaller than
+    ``num_replicas`` is merged into the one before it.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 pool_batches: int = 50, num_replicas: int = 1, rank: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.pool = max(1, pool_batches) * batch_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[np.ndarray]:
+        """All batches of this epoch, before the split between ranks."""
+        n = len(self.lengths)
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(n)
+        else:
+            rng = None
+            order = np.arange(n)
+        batches: list[np.ndarray] = []
+        for lo in range(0, n, self.pool):
+            pool = order[lo:lo + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        if len(batches) > 1 and len(batches[-1]) < self.num_replicas:
+            batches[-2:] = [np.concatenate(batches[-2:])]
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self.global_batches():
+            yield b[self.rank::self.num_replicas].tolist()
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """Move a batch; on CUDA through pinned memory with non-blocking copies."""
+    if device.type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def iterate_batches(data: SplitData, sampler: Iterator[list[int]] | BucketBatchSampler,
+                    device: torch.device) -> Iterator[dict[str, Tensor]]:
+    """Collated batches on ``device``; on CUDA the next batch is copied while this one runs."""
+    pending: dict[str, Tensor] | None = None
+    for indices in sampler:
+        nxt = to_device(data.collate(indices), device)
+        if pending is not None:
+            yield pending
+        pending = nxt
+    if pending is not None:
+        yield pending

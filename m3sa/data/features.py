@@ -1,0 +1,117 @@
+"""The extracted features: Parquet per split plus ``meta.json`` (docs/architecture.md).
+
+:func:`features_schema` is the one definition of the Parquet schema, used by the
+extractor to write and by :func:`read_split` to check what training reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from m3sa.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+FRAME_MODALITIES = ("acoustic", "visual")
+FORMAT = "m3sa-features"
+VERSION = 1
+META_KEYS = ("source", "align", "modalities", "dims", "counts", "dropped", "nonfinite", "standardization",
+             "inputs", "has_ground_truth", "params")
+
+_SEQ = pa.list_(pa.list_(pa.float32()))
+
+
+def features_schema(modalities: Iterable[str], has_ground_truth: bool) -> pa.Schema:
+    """Arrow schema of ``<split>.parquet`` for the present ``modalities``."""
+    mods = list(modalities)
+    fields = [
+        pa.field("segment_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("start", pa.float64(), nullable=False),
+        pa.field("end", pa.float64(), nullable=False),
+        pa.field("label", pa.float32(), nullable=False),
+    ]
+    if "language" in mods:
+        fields.append(pa.field("words", pa.list_(pa.string()), nullable=False))
+    frame_mods = [m for m in FRAME_MODALITIES if m in mods]
+    fields += [pa.field(m, _SEQ, nullable=False) for m in frame_mods]
+    fields += [pa.field(f"{m}_len", pa.int32(), nullable=False) for m in frame_mods]
+    if has_ground_truth:
+        fields += [pa.field(f"gt_{m}", pa.bool_(), nullable=True) for m in ("language", "acoustic", "visual")]
+    return pa.schema(fields, metadata={b"m3sa": json.dumps({"format": FORMAT, "version": VERSION}).encode()})
+
+
+def read_meta(features_dir: str | Path) -> dict[str, Any]:
+    """``meta.json`` of an extracted dataset, checked for the keys training relies on."""
+    path = Path(features_dir) / "meta.json"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `python -m stages.extract` first")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err}); rerun `python -m stages.extract`") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: must hold a JSON object")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"{path}: missing key '{missing[0]}'; rerun `python -m stages.extract`")
+    bad = [m for m in meta["modalities"] if m not in ("language", *FRAME_MODALITIES)]
+    if bad or not meta["modalities"]:
+        raise DataError(f"{path}: 'modalities' = {meta['modalities']!r}; expected a non-empty subset of "
+                        "language, acoustic, visual")
+    return meta
+
+
+def read_split(features_dir: str | Path, split: str, meta: dict[str, Any] | None = None,
+               columns: list[str] | None = None, as_pandas: bool = False) -> Any:
+    """One split as a ``pyarrow.Table`` (or a pandas DataFrame), schema checked.
+
+    Raises :class:`DataError` naming the file and column when the file is missing, not
+    Parquet, or its schema is not the one the extractor writes.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+    meta = read_meta(features_dir) if meta is None else meta
+    path = Path(features_dir) / f"{split}.parquet"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `python -m stages.extract` first")
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__})") from None
+    expected = features_schema(meta["modalities"], bool(meta["has_ground_truth"]))
+    for field in expected:
+        idx = schema.get_field_index(field.name)
+        if idx < 0:
+            raise DataError(f"{path}: column '{field.name}' is missing; rerun `python -m stages.extract`")
+        if not schema.field(idx).type.equals(field.type):
+            raise DataError(f"{path}: column '{field.name}' has type {schema.field(idx).type}, "
+                            f"expected {field.type}; rerun `python -m stages.extract`")
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: cannot be read ({err})") from None
+    return table.to_pandas() if as_pandas else table
+
+
+def sequence_array(table: pa.Table, modality: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A nested sequence column as flat rows: ``(values (total_rows, dim) float32, offsets (n+1,))``.
+
+    Segment i's rows are ``values[offsets[i]:offsets[i+1]]``; zero-copy where Arrow allows.
+    """
+    col = table.column(modality).combine_chunks()
+    if len(col) == 0:
+        return np.zeros((0, dim), dtype=np.float32), np.zeros(1, dtype=np.int64)
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    inner = col.values  # one list per row of a segment
+    flat = inner.values.to_numpy(zero_copy_only=False)
+    inner_off = inner.offsets.to_numpy()
+    start, stop = int(inner_off[offsets[0]]), int(inner_off[offsets[-1]])
+    values = flat[start:stop].reshape(-1, dim)  # (total_rows, dim)
+    return values, offsets - offsets[0]

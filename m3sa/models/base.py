@@ -1,0 +1,94 @@
+"""The model API every system implements (docs/architecture.md, "Model API").
+
+A model maps a batch (dict of tensors built by :mod:`m3sa.data.dataset`) to a
+:class:`ModelOutput`. The training loop only talks to this interface, so a baseline is
+added by writing one module with a builder and one line in
+:data:`m3sa.models.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from m3sa.errors import ModelError
+
+Batch = dict[str, Tensor]
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns.
+
+    pred: (B,) fused prediction y_M (eq. 9).
+    unimodal: modality -> (B,) unimodal prediction y_m = C(x_m) (eq. 5); empty for systems
+        without unimodal heads.
+    filter_values: modality -> (B,) share of x_m kept by the modality filter (soft: s_m[0],
+        eq. 20; hard: s_m in {0, 1}, eq. 21); empty without a filter.
+    penalty: scalar soft-filter penalty l_p (eq. 19), 0 when unused.
+    """
+
+    pred: Tensor
+    unimodal: dict[str, Tensor] = field(default_factory=dict)
+    filter_values: dict[str, Tensor] = field(default_factory=dict)
+    penalty: Tensor = field(default_factory=lambda: torch.zeros(()))
+
+
+class BaseModel(nn.Module):
+    """Common interface. Subclasses implement :meth:`forward`.
+
+    Attributes:
+        modalities: the modalities the model consumes, in a fixed order.
+        two_phase: True when the training loop must run the (modulated) unimodal update
+            before the multimodal one (paper section 4.1).
+    """
+
+    two_phase: bool = False
+
+    def __init__(self, modalities: tuple[str, ...]) -> None:
+        super().__init__()
+        self.modalities = tuple(modalities)
+
+    def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters updated by the unimodal phase, keyed by owning module."""
+        return {}
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the pretrained text encoder (trained with ``train.lr_text``)."""
+        return []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Hook called by the training loop before each epoch (0-based)."""
+
+    def check_drop(self, drop: str | None) -> None:
+        """Raise :class:`ModelError` unless ``drop`` is None or one of the model's modalities."""
+        if drop is not None and drop not in self.modalities:
+            raise ModelError(
+                f"cannot drop modality '{drop}': the model uses {', '.join(self.modalities)}"
+            )
+
+
+def batch_size(batch: Batch) -> int:
+    """Number of samples in ``batch`` (from its label, else its first tensor)."""
+    if "label" in batch:
+        return int(batch["label"].shape[0])
+    for value in batch.values():
+        return int(value.shape[0])
+    raise ModelError("empty batch: it holds no tensors")
+
+
+def batch_device(batch: Batch) -> torch.device:
+    """Device of the batch's tensors."""
+    for value in batch.values():
+        return value.device
+    raise ModelError("empty batch: it holds no tensors")
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,68 @@
+"""Plain baselines sharing M3SA's encoders.
+
+- ``late_fusion``: the same unimodal networks F_m, fusion F_M (``model.fusion``) and head C,
+  trained end to end with l_M only: no modulation loss, no filter, no unimodal phase.
+- ``text_only``: the language network F_l and a head, trained with l_M only (a fine-tuned
+  text regressor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from m3sa.config import ModelConfig
+from m3sa.errors import ModelError
+from m3sa.models.base import Batch, BaseModel, ModelOutput
+from m3sa.models.encoders import LanguageNetwork
+from m3sa.models.head import RegressionHead
+from m3sa.models.m3sa import M3SA, check_inputs
+from m3sa.models.text import load_encoder
+
+
+class LateFusion(M3SA):
+    """M3SA without the modality filter, the unimodal phase and unimodal outputs."""
+
+    two_phase = False
+    has_unimodal_outputs = False
+
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
+        super().__init__(dataclasses.replace(cfg, filter="none", modulation=False), dims, modalities)
+
+
+class TextOnly(BaseModel):
+    """y = C(F_l(u_l)). ``modalities`` lists what the data holds; only language is read.
+
+    ``drop="language"`` predicts from a zero embedding; dropping another modality changes nothing.
+    """
+
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
+        super().__init__(tuple(modalities))
+        check_inputs(dims, self.modalities, minimum=1)
+        if "language" not in self.modalities:
+            raise ModelError(f"model.name=text_only needs the language modality; the data has {list(modalities)}")
+        self.cfg = cfg
+        self.encoders = nn.ModuleDict({"language": LanguageNetwork(load_encoder(cfg.text_encoder), cfg)})
+        self.head = RegressionHead(cfg.dim, cfg.head_hidden, cfg.dropout)
+
+    def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:
+        self.check_drop(drop)
+        x = self.encoders["language"](batch)  # (B, d)
+        if drop == "language":
+            x = torch.zeros_like(x)
+        return ModelOutput(pred=self.head(x), penalty=x.new_zeros((), dtype=torch.float32))
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoders["language"].bert.parameters())
+
+
+def build_late_fusion(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> BaseModel:
+    """Registry builder for ``model.name = late_fusion``."""
+    return LateFusion(cfg, dims, modalities)
+
+
+def build_text_only(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> BaseModel:
+    """Registry builder for ``model.name = text_only``."""
+    return TextOnly(cfg, dims, modalities)

@@ -1,0 +1,133 @@
+"""M3SA (paper section 3, eq. 4-9): unimodal networks, shared head, modality filter, fusion.
+
+    x_m  = F_m(u_m)                         eq. 4   (encoders.py)
+    y_m  = C(x_m)                           eq. 5   (head.py)
+    x_m2 = MFM(x_1, ..., x_M; x_m)          eq. 7   (filter.py; identity when filter=none)
+    x_M  = F_M(x_12, ..., x_M2)             eq. 8   (fusion.py)
+    y_M  = C(x_M)                           eq. 9
+
+Training runs two phases per batch (``two_phase`` is True; section 4.1): the unimodal
+networks and C are updated with the unimodal losses, then the whole model with
+l_M (+ weighted l_p). ``model.modulation`` only chooses the unimodal phase's weighting:
+true uses the modulation loss (eq. 10-13), false (the W/O ML ablation) the plain losses
+l_m. The ablation removes the modulation function, not the decoupled unimodal training
+the paper builds on (section 3.2), so the only change is the weighting
+(:func:`m3sa.losses.unimodal_objective`).
+
+Any M >= 2 of language / acoustic / visual is supported (a dataset may lack one).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from m3sa.config import MODALITIES, ModelConfig
+from m3sa.errors import ModelError
+from m3sa.models.base import Batch, BaseModel, ModelOutput, count_parameters
+from m3sa.models.encoders import LanguageNetwork, SequenceNetwork
+from m3sa.models.filter import ModalityFilter
+from m3sa.models.fusion import build_fusion
+from m3sa.models.head import RegressionHead
+from m3sa.models.text import load_encoder
+
+log = logging.getLogger(__name__)
+
+
+def check_inputs(dims: dict[str, int], modalities: tuple[str, ...], minimum: int) -> None:
+    """Raise :class:`ModelError` unless ``modalities`` are known, distinct, >= ``minimum``
+    of them, with a feature width in ``dims`` for each non-language one."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ModelError(f"unknown modality '{unknown[0]}'; known: {', '.join(MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ModelError(f"modalities listed twice: {list(modalities)}")
+    if len(modalities) < minimum:
+        raise ModelError(
+            f"this model needs at least {minimum} modalities, the data has {list(modalities)}; "
+            "use model.name=text_only for text alone"
+        )
+    for m in modalities:
+        if m != "language" and (m not in dims or int(dims[m]) < 1):
+            raise ModelError(f"no feature width for modality '{m}' in meta.json dims {dims}")
+
+
+class M3SA(BaseModel):
+    """The M3SA model; see the module docstring."""
+
+    two_phase = True
+    has_unimodal_outputs = True
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        dims: dict[str, int],
+        modalities: tuple[str, ...],
+        text_encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__(tuple(modalities))
+        check_inputs(dims, self.modalities, minimum=2)
+        self.cfg = cfg
+        kernels = {"acoustic": cfg.kernel_acoustic, "visual": cfg.kernel_visual}
+        encoders: dict[str, nn.Module] = {}
+        for m in self.modalities:
+            if m == "language":
+                encoder = text_encoder if text_encoder is not None else load_encoder(cfg.text_encoder)
+                encoders[m] = LanguageNetwork(encoder, cfg)
+            else:
+                encoders[m] = SequenceNetwork(m, int(dims[m]), kernels[m], cfg)
+        self.encoders = nn.ModuleDict(encoders)  # F_m
+        self.head = RegressionHead(cfg.dim, cfg.head_hidden, cfg.dropout)  # C
+        self.filter = ModalityFilter(cfg, self.modalities) if cfg.filter != "none" else None
+        self.fusion = build_fusion(cfg.fusion, cfg.dim, len(self.modalities), cfg.head_hidden)  # F_M
+        log.info(
+            "%s: %d parameters (%d in the text encoder)",
+            type(self).__name__,
+            count_parameters(self),
+            sum(p.numel() for p in self.text_parameters()),
+        )
+
+    def baseline_of(self, modality: str, ref: torch.Tensor) -> torch.Tensor:
+        """b_m broadcast to ``ref``'s (B, d): learned with a filter, zeros without one."""
+        if self.filter is not None:
+            return self.filter.baseline_of(modality).to(ref.dtype).expand_as(ref)
+        return torch.zeros_like(ref)
+
+    def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:
+        """Predict; ``drop`` = a modality treated as absent: F_m is not run, x_m2 = b_m."""
+        self.check_drop(drop)
+        xs = {m: enc(batch) for m, enc in self.encoders.items() if m != drop}  # m -> (B, d)
+        unimodal = {m: self.head(x) for m, x in xs.items()} if self.has_unimodal_outputs else {}
+        ref = next(iter(xs.values()))
+        if self.filter is not None:
+            x2, keep, penalty = self.filter(xs, drop)
+        else:
+            x2 = dict(xs)
+            if drop is not None:
+                x2[drop] = self.baseline_of(drop, ref)
+            keep, penalty = {}, ref.new_zeros((), dtype=torch.float32)
+        fused = self.fusion(torch.stack([x2[m] for m in self.modalities], dim=1))  # (B, M, d) -> (B, d)
+        return ModelOutput(pred=self.head(fused), unimodal=unimodal, filter_values=keep, penalty=penalty)
+
+    def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """F_m's parameters per modality (the language network includes its text encoder)
+        and the shared head C under ``head``."""
+        groups = {m: list(enc.parameters()) for m, enc in self.encoders.items()}
+        groups["head"] = list(self.head.parameters())
+        return groups
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        if "language" not in self.encoders:
+            return []
+        return list(self.encoders["language"].bert.parameters())
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.filter is not None:
+            self.filter.set_epoch(epoch)
+
+
+def build(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> BaseModel:
+    """Registry builder for ``model.name = m3sa``."""
+    return M3SA(cfg, dims, modalities)

@@ -1,0 +1,152 @@
+"""Experiments behind the paper's Tables 3 (ablations) and 4 (fusion strategies).
+
+``results/experiments.json`` (``report.experiments`` in params.yaml, written by
+``python -m stages.collect`` or by hand) is a JSON list of entries::
+
+    {"name": "no-ml-hard",                      # any label
+     "rev": "89d9585",                          # optional: git/DVC revision
+     "params": {"model.filter": "hard",         # params.yaml keys, dotted or nested;
+                "model.modulation": false},     #   model.* keys left out take their defaults
+     "metrics": {"test": {"mean": {...}, "std": {...}, "per_seed": [...]}}}
+
+``metrics.test`` has the shape of ``metrics/test.json`` (``per_seed`` optional). An
+ablation is a parameter override, so each entry is matched to its paper row by its params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from m3sa.config import ModelConfig
+
+FUSION_NAMES = {"add": "Addition", "concat": "Concatenation+FC", "tensor": "Tensor Fusion", "graph": "Graph Fusion"}
+SYSTEM_NAMES = {
+    "late_fusion": "Late fusion (M3SA encoders, no ML/MFM)",
+    "text_only": "Text only",
+    "ef_lstm": "EF-LSTM",
+    "lf_lstm": "LF-LSTM",
+    "tfn": "TFN",
+    "lmf": "LMF",
+    "mult": "MULT",
+    "mag_bert": "MAG-BERT",
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One finished experiment: resolved dotted params and its test metrics document."""
+
+    name: str
+    params: dict[str, Any]
+    test: dict[str, Any]
+    rev: Optional[str] = None
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"filter": "hard"}}`` -> ``{"model.filter": "hard"}``; dotted keys kept."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def resolve(params: dict[str, Any]) -> dict[str, Any]:
+    """Dotted params with every ``model.*`` key not given filled from :class:`ModelConfig`."""
+    defaults = {f"model.{k}": v for k, v in dataclasses.asdict(ModelConfig()).items()}
+    return {**defaults, **flatten(params)}
+
+
+def system_label(params: dict[str, Any]) -> str:
+    """Paper-style name of the system a (resolved) parameter set trains.
+
+    >>> system_label(resolve({"model.filter": "hard", "model.modulation": False}))
+    'M3SA (Hard) (W/O ML)'
+    """
+    name = params.get("model.name", "m3sa")
+    if name != "m3sa":
+        return SYSTEM_NAMES.get(name, str(name))
+    filt = params.get("model.filter", "soft")
+    label = "M3SA (W/O MFM)" if filt == "none" else f"M3SA ({str(filt).capitalize()})"
+    if not params.get("model.modulation", True):
+        label += " (W/O ML)"
+    if filt != "none" and not params.get("model.baseline_embedding", True):
+        label += " (W/O BE)"
+    fusion = params.get("model.fusion", "add")
+    if fusion != "add":
+        label += f" [{FUSION_NAMES.get(fusion, fusion)}]"
+    return label
+
+
+def fusion_label(params: dict[str, Any]) -> str:
+    """Table 4 row name, e.g. ``'Tensor Fusion (Soft)'``."""
+    fusion = params.get("model.fusion", "add")
+    return f"{FUSION_NAMES.get(fusion, fusion)} ({str(params.get('model.filter')).capitalize()})"
+
+
+def is_ablation(params: dict[str, Any]) -> bool:
+    """Table 3 material: M3SA with addition fusion (any component removed or not)."""
+    return params.get("model.name") == "m3sa" and params.get("model.fusion") == "add"
+
+
+def is_fusion_variant(params: dict[str, Any]) -> bool:
+    """Table 4 material: full M3SA (a filter, modulation, baseline embedding), any fusion."""
+    return (params.get("model.name") == "m3sa" and params.get("model.filter") in ("soft", "hard")
+            and params.get("model.modulation") is True and params.get("model.baseline_embedding") is True)
+
+
+def parse_experiments(raw: list[Any], source: str | Path = "experiments") -> tuple[list[Experiment], list[str]]:
+    """Validate entries; return the usable ones and one note per skipped entry."""
+    good: list[Experiment] = []
+    notes: list[str] = []
+    for i, entry in enumerate(raw):
+        where = f"{source}: entry {i}"
+        if not isinstance(entry, dict):
+            notes.append(f"{where} skipped: not a mapping")
+            continue
+        test = (entry.get("metrics") or {}).get("test") if isinstance(entry.get("metrics"), dict) else None
+        if not isinstance(test, dict) or not isinstance(test.get("mean"), dict):
+            notes.append(f"{where} ({entry.get('name', 'unnamed')}) skipped: no metrics.test.mean")
+            continue
+        params = entry.get("params") or {}
+        if not isinstance(params, dict):
+            notes.append(f"{where} ({entry.get('name', 'unnamed')}) skipped: params is not a mapping")
+            continue
+        good.append(Experiment(name=str(entry.get("name") or f"entry {i}"), params=resolve(params), test=test,
+                               rev=entry.get("rev")))
+    return good, notes
+
+
+def from_exp_show(data: list[dict[str, Any]], params_file: str = "params.yaml") -> list[dict[str, Any]]:
+    """Entries (the shape above) from ``dvc exp show --json`` output.
+
+    Takes every committed baseline and every experiment that has ``metrics/test.json``;
+    skips the uncommitted workspace (the current run, which the report shows anyway) and
+    failed or queued experiments.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(rev: dict[str, Any]) -> None:
+        body = rev.get("data") or {}
+        if rev.get("error") or rev.get("rev") == "workspace" or not body:
+            return
+        metrics = {Path(path).stem: (doc or {}).get("data") for path, doc in (body.get("metrics") or {}).items()}
+        if not isinstance(metrics.get("test"), dict):
+            return
+        params = ((body.get("params") or {}).get(params_file) or {}).get("data") or {}
+        sha = str(rev.get("rev", ""))
+        out.append({"name": rev.get("name") or sha[:7], "rev": sha[:7] or None,
+                    "params": flatten(params), "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}})
+
+    for baseline in data:
+        add(baseline)
+        for group in baseline.get("experiments") or []:
+            for rev in group.get("revs") or []:
+                add(rev)
+    return out

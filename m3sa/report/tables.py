@@ -1,0 +1,188 @@
+"""Report tables: pipeline outputs -> :class:`~m3sa.report.document.Table` with formatted cells.
+
+Numbers are rounded here and only here. Accuracies and F1 are shown as percentages with
+one decimal (the paper's style), MAE and Corr with three; ``mean ± std`` over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterable, Optional, Sequence
+
+from m3sa.report.document import Table
+from m3sa.report.published import PublishedRow
+from m3sa.report.stats import FilterSummary
+
+METRICS = ("acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")
+LABELS = {"acc7": "Acc7", "acc5": "Acc5", "acc2_non0": "Acc2 (non0)", "f1_non0": "F1 (non0)",
+          "acc2_has0": "Acc2 (has0)", "f1_has0": "F1 (has0)", "mae": "MAE", "corr": "Corr"}
+PERCENT = {"acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0"}
+CONVENTIONS = {"non0": "non0: y ≠ 0 only, positive = y > 0",
+               "has0": "has0: all segments, positive = y ≥ 0"}
+CONVENTION_NOTE = ("Acc2/F1 conventions (DESIGN section 4): " + "; ".join(CONVENTIONS.values())
+                   + ". F1 is the weighted F1. The paper does not state its convention.")
+DASH = "–"
+
+
+def _num(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def fmt_metric(key: str, mean: Any, std: Any = None) -> str:
+    """``fmt_metric("acc7", 0.4642, 0.0123) == "46.4 ± 1.2"``; MAE/Corr keep 3 decimals."""
+    m = _num(mean)
+    if m is None:
+        return DASH if mean is None else "n/a"
+    scale, digits = (100.0, 1) if key in PERCENT else (1.0, 3)
+    text = f"{m * scale:.{digits}f}"
+    s = _num(std)
+    if s is not None:
+        text += f" ± {s * scale:.{digits}f}"
+    return text
+
+
+def n_seeds(doc: dict[str, Any]) -> Optional[int]:
+    per_seed = doc.get("per_seed")
+    return len(per_seed) if isinstance(per_seed, list) else None
+
+
+def metric_cell(doc: dict[str, Any], key: str) -> str:
+    """``mean ± std`` of ``key`` in a metrics document (no ± for a single seed)."""
+    std = (doc.get("std") or {}).get(key) if n_seeds(doc) != 1 else None
+    return fmt_metric(key, (doc.get("mean") or {}).get(key), std)
+
+
+def _published_cell(value: Optional[float], digits: int) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def comparison_table(caption: str, runs: Sequence[tuple[str, str, dict[str, Any]]],
+                     published: Sequence[PublishedRow], notes: Iterable[str] = ()) -> Table:
+    """The paper's results layout (Acc7, Acc2, F1, MAE, Corr) for runs and published rows.
+
+    ``runs``: (system label, data label, metrics document). Each run gets one row per
+    Acc2/F1 convention, each labelled; published rows are marked "published".
+    """
+    header = ["System", "Data", "Acc2/F1 convention", "Acc7", "Acc2", "F1", "MAE", "Corr"]
+    rows, kinds = [], []
+    for label, data, doc in runs:
+        n = n_seeds(doc)
+        seeds = f" ({n} seed{'s' if n != 1 else ''})" if n else ""
+        for conv in ("non0", "has0"):
+            rows.append([f"{label}{seeds}", data, conv, metric_cell(doc, "acc7"), metric_cell(doc, f"acc2_{conv}"),
+                         metric_cell(doc, f"f1_{conv}"), metric_cell(doc, "mae"), metric_cell(doc, "corr")])
+            kinds.append("run")
+    for r in published:
+        rows.append([f"{r.system} (published, {r.source})", r.dataset, "not stated", _published_cell(r.acc7, 1),
+                     _published_cell(r.acc2, 1), _published_cell(r.f1, 1), _published_cell(r.mae, 3),
+                     _published_cell(r.corr, 3)])
+        kinds.append("published")
+    return Table(caption, header, rows, notes=[CONVENTION_NOTE, *notes], row_kinds=kinds)
+
+
+def metrics_table(docs: dict[str, dict[str, Any]]) -> Table:
+    """All eight metrics, one row per split (mean ± std over seeds)."""
+    rows = [[split, str(n_seeds(doc) or "?"), *(metric_cell(doc, k) for k in METRICS)] for split, doc in docs.items()]
+    return Table("All metrics of this run (mean ± std over seeds)", ["Split", "Seeds", *(LABELS[k] for k in METRICS)],
+                 rows, notes=[CONVENTION_NOTE])
+
+
+def per_seed_table(doc: dict[str, Any], split: str = "test") -> Table:
+    """One row per seed of ``doc["per_seed"]``."""
+    rows = []
+    for i, entry in enumerate(doc.get("per_seed") or []):
+        if not isinstance(entry, dict):
+            continue
+        metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else entry
+        rows.append([str(entry.get("seed", i)), *(fmt_metric(k, metrics.get(k)) for k in METRICS)])
+    return Table(f"Per-seed {split} metrics", ["Seed", *(LABELS[k] for k in METRICS)], rows)
+
+
+def robustness_table(test: Optional[dict[str, Any]], robustness: dict[str, Any]) -> Table:
+    """Test metrics with each modality in turn replaced by its baseline embedding."""
+    keys = ("acc7", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")
+    full_mae = _num(((test or {}).get("mean") or {}).get("mae"))
+    rows, kinds = [], []
+    conditions = ([("all modalities", test)] if test else []) + [
+        (f"without {m} (baseline embedding)", doc) for m, doc in robustness.items() if isinstance(doc, dict)]
+    for name, doc in conditions:
+        mae = _num((doc.get("mean") or {}).get("mae"))
+        delta = f"{mae - full_mae:+.3f}" if mae is not None and full_mae is not None and doc is not test else DASH
+        rows.append([name, *(metric_cell(doc, k) for k in keys), delta])
+        kinds.append("run")
+    return Table("Missing-modality robustness on test (mean ± std over seeds)",
+                 ["Condition", *(LABELS[k] for k in keys), "ΔMAE vs all"], rows,
+                 notes=["A dropped modality's embedding is replaced by its learned baseline embedding b_m "
+                        "(eq. 16), as the filter does when it removes a modality."], row_kinds=kinds)
+
+
+def filter_table(summaries: Sequence[FilterSummary], masks: Optional[dict[str, Any]],
+                 published_mean: dict[str, float]) -> Table:
+    """Per-modality filter statistics on test; planted ground truth columns when known."""
+    hard = (masks or {}).get("hard_keep_rate") or {}
+    with_gt = any(s.n_informative or s.n_noise for s in summaries)
+    header = ["Modality", "Mean s (this run)", "Mean s (published, CMU-MOSI)", "Kept (s > 0.5)", "Hard keep rate"]
+    if with_gt:
+        header += ["Mean s, informative (planted)", "Mean s, noise (planted)", "AUC (s vs planted)"]
+    rows = []
+    for s in summaries:
+        row = [s.modality, f"{s.mean:.3f}", _published_cell(published_mean.get(s.modality), 3), f"{s.keep_rate:.1%}",
+               f"{hard[s.modality]:.1%}" if _num(hard.get(s.modality)) is not None else DASH]
+        if with_gt:
+            row += [f"{s.mean_informative:.3f} (n={s.n_informative})" if s.mean_informative is not None else DASH,
+                    f"{s.mean_noise:.3f} (n={s.n_noise})" if s.mean_noise is not None else DASH,
+                    f"{s.auc:.3f}" if s.auc is not None else DASH]
+        rows.append(row)
+    notes = ["s = share of the unimodal embedding kept (eq. 16; the paper's Mask1), 1 - s = share replaced by "
+             "the baseline embedding (Mask2). Pooled over seeds."]
+    if with_gt:
+        notes.append("Planted ground truth of the embedded sample: 'informative' segments carry the sentiment in "
+                     "that modality, 'noise' segments do not. AUC 1.0 = the filter separates them perfectly, 0.5 = "
+                     "not at all.")
+    return Table("Modality filter values on test (paper Figure 2, section 4.2.4)", header, rows, notes=notes)
+
+
+def scalar_records_table(caption: str, records: Sequence[dict[str, Any]], first: Sequence[str] = ()) -> Table:
+    """Rows of scalar fields (union of keys, ``first`` keys leading); nested values are left out."""
+    keys: list[str] = [k for k in first if any(k in r for r in records)]
+    for r in records:
+        keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (dict, list))]
+    rows = [[_fmt_scalar(r.get(k)) for k in keys] for r in records]
+    return Table(caption, keys, rows)
+
+
+def key_value_table(caption: str, items: dict[str, Any], header: tuple[str, str] = ("Item", "Value")) -> Table:
+    return Table(caption, list(header), [[str(k), _fmt_scalar(v)] for k, v in items.items()])
+
+
+def _fmt_scalar(v: Any) -> str:
+    if v is None:
+        return DASH
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def data_tables(meta: dict[str, Any]) -> list[Table]:
+    """Segments per split, dropped segments by reason, non-finite values, feature widths."""
+    counts = meta.get("counts") or {}
+    total = sum(v for v in counts.values() if isinstance(v, int))
+    tables = [Table("Segments per split", ["Split", "Segments"],
+                    [[str(k), str(v)] for k, v in counts.items()] + [["total", str(total)]])]
+    dropped = [d for d in meta.get("dropped") or [] if isinstance(d, dict)]
+    by_reason = Counter(str(d.get("reason", "unknown")) for d in dropped)
+    rows = []
+    for reason, n in by_reason.most_common():
+        ids = [str(d.get("segment_id")) for d in dropped if str(d.get("reason", "unknown")) == reason]
+        rows.append([reason, str(n), ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")])
+    tables.append(Table(f"Dropped segments ({len(dropped)})", ["Reason", "Segments", "Examples"], rows))
+    nonfinite = meta.get("nonfinite") or {}
+    tables.append(Table("Non-finite feature values replaced (NaN, ±inf)", ["Modality", "Values"],
+                        [[str(k), str(v)] for k, v in nonfinite.items()]))
+    dims = {"language": "text (words)", **{k: f"{v}-d" for k, v in (meta.get("dims") or {}).items()}}
+    tables.append(Table("Modalities", ["Modality", "Features"],
+                        [[m, dims.get(m, DASH)] for m in meta.get("modalities") or []]))
+    return tables

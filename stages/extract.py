@@ -1,0 +1,32 @@
+"""Stage ``extract``: CSD files -> ``data.features_dir/{train,valid,test}.parquet`` + ``meta.json``.
+
+``python -m stages.extract [--params params.yaml] [--set data.align=none ...]``
+Input: the embedded sample (``data.source: sample``, from ``data.sample_dir``) or your own
+CMU-MultimodalSDK files (``data.source: csd``: ``data.csd_dir`` + ``data.files``, folds from
+``data.folds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from m3sa.config import Config
+from m3sa.data.extract import extract
+from stages._cli import run
+
+log = logging.getLogger("stages.extract")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> None:
+    meta = extract(cfg.data)
+    if meta["dropped"]:
+        reasons: dict[str, int] = {}
+        for d in meta["dropped"]:
+            key = d["reason"].split(" (")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        log.info("dropped segments by reason: %s (details in meta.json)", reasons)
+
+
+if __name__ == "__main__":
+    run("extract", main)

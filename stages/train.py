@@ -1,0 +1,48 @@
+"""``python -m stages.train``: train every seed of ``train.seeds``.
+
+Writes ``models/seed_<s>/{best,last}.pt``, dvclive curves under ``train.live_dir`` and
+``metrics/train.json``. Rerunning resumes each seed from its ``last.pt`` when the
+parameters match. With ``train.nproc > 1`` the stage relaunches itself under
+``torchrun --nproc_per_node=<nproc>`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA);
+launching it under ``torchrun`` directly works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+
+from m3sa.config import Config
+from m3sa.training import train_all
+from stages._cli import run
+
+METRICS_PATH = "metrics/train.json"
+
+log = logging.getLogger("stages.train")
+
+
+def launch_distributed(nproc: int, argv: list[str]) -> int:
+    """Run this stage under ``torch.distributed.run`` with ``nproc`` local processes; its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "stages.train", *argv]
+    log.info("launching %d processes: %s", nproc, " ".join(cmd[1:]))
+    return subprocess.call(cmd)
+
+
+def main(cfg: Config, args: argparse.Namespace) -> None:
+    if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        code = launch_distributed(cfg.train.nproc, sys.argv[1:])
+        if code:
+            sys.exit(code)
+        return
+    summary = train_all(cfg, metrics_path=METRICS_PATH)
+    for row in summary["per_seed"]:
+        log.info("seed %d: best %s %.4f at epoch %d of %d", row["seed"], row["select_metric"],
+                 row["best_valid"] if row["best_valid"] is not None else float("nan"), row["best_epoch"], row["epochs_run"])
+
+
+if __name__ == "__main__":
+    run("train", main)

@@ -1,0 +1,152 @@
+"""Checkpoints: atomic writes, round trip, refusal of files that are not ours."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import pytest
+import torch
+
+from m3sa.checkpoint import (FORMAT, atomic_write, checkpoint_config, load_checkpoint, load_model, make_checkpoint,
+                             save_checkpoint, write_json)
+from m3sa.config import Config, ModelConfig, config_from_dict
+from m3sa.errors import CheckpointError, OutputError
+from m3sa.models import build_model
+
+DIMS = {"acoustic": 5, "visual": 4}
+MODS = ("language", "acoustic", "visual")
+
+
+def tiny_cfg() -> Config:
+    return config_from_dict({"model": {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2,
+                                       "head_hidden": 16, "filter_hidden": 8, "dropout": 0.0}})
+
+
+def make(cfg: Config, model: torch.nn.Module, **extra) -> dict:
+    return make_checkpoint(model_state=model.state_dict(), epoch=3, seed=7, best_valid=0.25, cfg=cfg, dims=DIMS,
+                           modalities=MODS, standardization={"acoustic": {"mean": [0.0] * 5, "std": [1.0] * 5}},
+                           **extra)
+
+
+@pytest.fixture(scope="module")
+def model_and_cfg():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    return build_model(cfg.model, DIMS, MODS), cfg
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path, model_and_cfg, make_batch):
+    model, cfg = model_and_cfg
+    path = tmp_path / "seed_7" / "best.pt"
+    save_checkpoint(path, make(cfg, model))
+    raw = torch.load(path, weights_only=True)  # plain data only: loadable without running code
+    assert raw["format"] == FORMAT and raw["version"] == 1
+    ckpt = load_checkpoint(path)
+    assert {"model_state", "epoch", "seed", "best_valid", "config", "dims", "modalities", "standardization"} <= set(ckpt)
+    assert (ckpt["epoch"], ckpt["seed"], ckpt["best_valid"]) == (3, 7, 0.25)
+    assert ckpt["dims"] == DIMS and ckpt["modalities"] == list(MODS)
+    assert ckpt["standardization"]["acoustic"]["std"] == [1.0] * 5
+    assert checkpoint_config(ckpt) == cfg
+    rebuilt, _, cfg2 = load_model(path)
+    assert cfg2.model == cfg.model and not rebuilt.training
+    batch = make_batch(batch_size=3, dims=DIMS, seed=1)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch).pred, rebuilt(batch).pred)
+    assert list(tmp_path.glob("seed_7/.*")) == []  # no temporary file left
+
+
+def test_extra_training_state_survives(tmp_path, model_and_cfg):
+    model, cfg = model_and_cfg
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(__import__("conftest").fake_batch(2, dims=DIMS)).pred.sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "last.pt", make(cfg, model, optimizer_state={"multimodal": opt.state_dict()},
+                                                train_state={"epoch": 3, "history": [{"valid": {"mae": 1.0}}]}))
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    opt2 = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt2.load_state_dict(ckpt["optimizer_state"]["multimodal"])
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    assert ckpt["train_state"]["history"][0]["valid"]["mae"] == 1.0
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+class Foreign:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("kind", ["plain_dict", "pickle_code", "text", "wrong_version", "truncated"])
+def test_refuses_files_that_are_not_ours(tmp_path, kind, model_and_cfg):
+    path = tmp_path / "x.pt"
+    if kind == "plain_dict":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+        match = "not an m3sa checkpoint"
+    elif kind == "pickle_code":
+        with open(path, "wb") as fh:
+            pickle.dump(Foreign(), fh)
+        match = "not a checkpoint written by m3sa"
+    elif kind == "text":
+        path.write_text("hello")
+        match = "not a checkpoint written by m3sa"
+    elif kind == "wrong_version":
+        model, cfg = model_and_cfg
+        torch.save({**make(cfg, model), "version": 99}, path)
+        match = "version 99 is not supported"
+    else:
+        model, cfg = model_and_cfg
+        save_checkpoint(path, make(cfg, model))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        match = "not a checkpoint written by m3sa, or corrupt"
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path, model_and_cfg):
+    model, cfg = model_and_cfg
+    ckpt = make(cfg, model)
+    ckpt["dims"] = {"acoustic": 6, "visual": 4}  # weights were built for 5-d acoustic features
+    save_checkpoint(tmp_path / "b.pt", ckpt)
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_model(tmp_path / "b.pt")
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def broken(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_unwritable_target_is_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot write"):
+        write_json(blocker / "sub" / "x.json", {})
+
+
+def test_write_json_is_strict(tmp_path):
+    write_json(tmp_path / "m.json", {"a": math.nan, "b": (1, 2.5), "c": torch.tensor(3.0), "d": math.inf})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1, 2.5], "c": 3.0, "d": None}
+
+
+def test_make_checkpoint_stores_cpu_tensors_and_plain_config():
+    cfg = Config(model=ModelConfig(text_encoder="random:tiny"))
+    ckpt = make_checkpoint(model_state={"w": torch.ones(2, requires_grad=True)}, epoch=1, seed=0, best_valid=None,
+                           cfg=cfg, dims={}, modalities=["language"], standardization=None)
+    assert not ckpt["model_state"]["w"].requires_grad and ckpt["config"]["model"]["text_encoder"] == "random:tiny"
+    assert ckpt["standardization"] == {} and ckpt["best_valid"] is None

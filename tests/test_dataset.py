@@ -1,0 +1,191 @@
+"""Parquet -> tokenised, pre-collated tensors -> padded batches; the bucketed sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from m3sa.data.dataset import BucketBatchSampler, Ragged, iterate_batches, load_split, load_tokenizer, read_meta
+from m3sa.errors import DataError
+from tiny_features import DIMS, schema, write_features
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("random:tiny")
+
+
+@pytest.fixture
+def features(tmp_path):
+    return write_features(tmp_path / "features", sizes=(24, 8, 8))
+
+
+def test_ragged_pad_gathers_rows_and_masks_padding():
+    values = torch.arange(10, dtype=torch.float32).reshape(5, 2)  # rows: [0,1] [2,3] [4,5] [6,7] [8,9]
+    r = Ragged(torch.cat([values, torch.full((1, 2), -1.0)]), torch.tensor([0, 2, 2, 5]))  # lengths 2, 0, 3
+    out, mask = r.pad(torch.tensor([2, 0, 1]))
+    assert out.shape == (3, 3, 2)
+    assert mask.tolist() == [[True, True, True], [True, True, False], [False, False, False]]
+    assert out[0].tolist() == [[4, 5], [6, 7], [8, 9]]
+    assert out[1].tolist() == [[0, 1], [2, 3], [-1, -1]]
+    assert out[2].tolist() == [[-1, -1]] * 3
+
+
+def test_tokenisation_word_index_and_truncation(tmp_path, tokenizer):
+    root = write_features(tmp_path / "f", sizes=(2, 1, 1))
+    table = pq.read_table(root / "train.parquet")
+    words = [["unbelievably", "good", "movie"], ["the"] * 30]
+    table = table.set_column(table.column_names.index("words"), "words", pa.array(words, pa.list_(pa.string())))
+    for m in ("acoustic", "visual"):
+        rows = [np.zeros((len(w), DIMS[m]), np.float32).tolist() for w in words]
+        table = table.set_column(table.column_names.index(m), m, pa.array(rows, pa.list_(pa.list_(pa.float32()))))
+        table = table.set_column(table.column_names.index(f"{m}_len"), f"{m}_len",
+                                 pa.array([len(w) for w in words], pa.int32()))
+    pq.write_table(table, root / "train.parquet")
+    data = load_split(root, "train", tokenizer, max_tokens=12)
+    batch = data.collate([0, 1])
+    pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    assert pieces[0] == "[CLS]" and "[SEP]" in pieces
+    # every WordPiece of "unbelievably" points to word 0; specials and padding to -1
+    wi = batch["word_index"][0].tolist()
+    n_real = int(batch["attention_mask"][0].sum())
+    assert wi[0] == -1 and wi[n_real - 1] == -1 and all(w == -1 for w in wi[n_real:])
+    assert set(wi[1:n_real - 1]) == {0, 1, 2} and wi[1:n_real - 1] == sorted(wi[1:n_real - 1])
+    assert sum(1 for w in wi if w == 0) == len(tokenizer.tokenize("unbelievably"))
+    # the long segment is cut to max_tokens, still ends with [SEP]
+    assert int(batch["attention_mask"][1].sum()) == 12 == batch["input_ids"].shape[1]
+    assert tokenizer.convert_ids_to_tokens(int(batch["input_ids"][1, 11])) == "[SEP]"
+    assert batch["word_index"][1].tolist() == [-1] + list(range(10)) + [-1]
+    # acoustic/visual keep one row per word, independent of truncation
+    assert batch["acoustic"].shape == (2, 30, DIMS["acoustic"])
+    assert batch["acoustic_mask"].sum(1).tolist() == [3, 30]
+
+
+def test_collate_shapes_types_and_values(features, tokenizer):
+    data = load_split(features, "train", tokenizer, max_tokens=24)
+    table = pq.read_table(features / "train.parquet")
+    idx = [3, 0, 7]
+    b = data.collate(idx)
+    assert b["label"].dtype == torch.float32 and b["label"].tolist() == pytest.approx(
+        [table.column("label")[i].as_py() for i in idx])
+    assert b["index"].tolist() == idx
+    assert b["input_ids"].dtype == torch.long and b["word_index"].dtype == torch.long
+    assert b["input_ids"].shape == b["attention_mask"].shape == b["word_index"].shape
+    for m in ("acoustic", "visual"):
+        lens = [table.column(f"{m}_len")[i].as_py() for i in idx]
+        assert b[m].shape == (3, max(lens), DIMS[m]) and b[m].dtype == torch.float32
+        assert b[f"{m}_mask"].dtype == torch.bool and b[f"{m}_mask"].sum(1).tolist() == lens
+        for j, i in enumerate(idx):
+            expect = np.array(table.column(m)[i].as_py(), dtype=np.float32)
+            assert np.array_equal(b[m][j, :lens[j]].numpy(), expect)
+            assert not b[m][j, lens[j]:].any()
+    assert data.segment_ids[0] == table.column("segment_id")[0].as_py()
+    assert set(data.ground_truth) == {"language", "acoustic", "visual"}
+
+
+def test_missing_modality_has_no_fields(tmp_path, tokenizer):
+    root = write_features(tmp_path / "f", sizes=(6, 2, 2), modalities=("language", "acoustic"))
+    b = load_split(root, "valid", tokenizer, 16).collate([0, 1])
+    assert "visual" not in b and "acoustic" in b and "input_ids" in b
+
+
+def test_missing_column_names_file_and_column(features, tokenizer):
+    table = pq.read_table(features / "train.parquet").drop_columns(["words"])
+    pq.write_table(table, features / "train.parquet")
+    with pytest.raises(DataError, match=r"train\.parquet.*'words' is missing"):
+        load_split(features, "train", tokenizer, 16)
+
+
+def test_width_disagreeing_with_meta_names_segment(features, tokenizer):
+    meta = json.loads((features / "meta.json").read_text())
+    meta["dims"]["acoustic"] = 7
+    (features / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"segment 'train000\[0\]'.*width 5.*dims.acoustic = 7"):
+        load_split(features, "train", tokenizer, 16)
+
+
+def test_wrong_column_type_is_data_error(features, tokenizer):
+    table = pq.read_table(features / "valid.parquet")
+    table = table.set_column(table.column_names.index("visual"), "visual",
+                             pa.array(["x"] * table.num_rows, pa.string()))
+    pq.write_table(table, features / "valid.parquet")
+    with pytest.raises(DataError, match=r"'visual' has type string"):
+        load_split(features, "valid", tokenizer, 16)
+
+
+def test_meta_problems(tmp_path):
+    with pytest.raises(DataError, match="meta.json: not found"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"modalities": ["language", "smell"]}))
+    with pytest.raises(DataError, match="modalities"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"modalities": ["language", "acoustic"], "dims": {}}))
+    with pytest.raises(DataError, match="dims.acoustic"):
+        read_meta(tmp_path)
+
+
+def test_schema_helper_matches_contract():
+    names = schema(("language", "acoustic", "visual")).names
+    assert names[:7] == ["segment_id", "video_id", "split", "start", "end", "label", "words"]
+
+
+# ---------------------------------------------------------------- sampler
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), bs=st.integers(1, 40), pool=st.integers(1, 5), seed=st.integers(0, 10),
+       epoch=st.integers(0, 5), shuffle=st.booleans())
+def test_batches_partition_the_split(n, bs, pool, seed, epoch, shuffle):
+    lengths = np.random.default_rng(seed).integers(1, 50, n)
+    s = BucketBatchSampler(lengths, bs, seed=seed, shuffle=shuffle, pool_batches=pool)
+    s.set_epoch(epoch)
+    batches = list(s)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(n))
+    assert all(1 <= len(b) <= bs for b in batches)
+    assert len(s) == len(batches)
+    # pools are sorted by length: inside a batch the spread is no larger than the pool's
+    assert batches == list(s)  # same (seed, epoch) -> same batches
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 200), bs=st.integers(2, 32), world=st.integers(2, 4), seed=st.integers(0, 5))
+def test_ranks_split_each_global_batch(n, bs, world, seed):
+    lengths = np.random.default_rng(seed).integers(1, 50, n)
+    full = BucketBatchSampler(lengths, bs, seed=seed).global_batches()
+    shards = [list(BucketBatchSampler(lengths, bs, seed=seed, num_replicas=world, rank=r)) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1
+    for k in range(len(shards[0])):
+        union = sorted(i for s in shards for i in s[k])
+        if len(full) == len(shards[0]):
+            assert union == sorted(full[k].tolist())
+        assert all(len(s[k]) >= 1 for s in shards) or len(union) < world
+
+
+def test_epochs_reshuffle_and_bucketing_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, 1000)
+    s = BucketBatchSampler(lengths, 20, seed=3, pool_batches=50)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(2)
+    assert list(s) != e1
+    padded = sum(len(b) * lengths[b].max() for b in e1)
+    random_batches = np.array_split(rng.permutation(1000), 50)
+    padded_random = sum(len(b) * lengths[b].max() for b in random_batches)
+    assert padded < 0.7 * padded_random
+    assert sum(lengths) / padded > 0.9  # under 10% padding
+
+
+def test_iterate_batches_on_cpu_yields_every_batch(features, tokenizer):
+    data = load_split(features, "valid", tokenizer, 16)
+    batches = [[0, 1, 2], [3, 4], [5, 6, 7]]
+    got = [b["index"].tolist() for b in iterate_batches(data, batches, torch.device("cpu"))]
+    assert got == batches
