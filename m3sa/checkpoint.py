@@ -15,9 +15,8 @@ import json
 import logging
 import math
 import os
-import pickle
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,8 +104,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; run `python -m stages.train` first")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" on foreign files: refused below anyway
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - undecodable bytes raise many types (KeyError, UnpicklingError, ...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise CheckpointError(
             f"{path}: not a checkpoint written by m3sa, or corrupt ({first[:160]}); retrain with `python -m stages.train`"

@@ -43,6 +43,15 @@ class Predictions:
         return {m: float(v.mean()) for m, v in self.filter_values.items()}
 
 
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``train.device``: ``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ModelError("train.device is 'cuda' but no CUDA device is available; set train.device to auto or cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
 def autocast_for(device: torch.device) -> Any:
     """bf16 autocast on CUDA, nothing elsewhere."""
     if device.type == "cuda":
@@ -133,8 +142,6 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
     Returns ``{"test", "valid", "masks", "robustness"}``: the documents written to
     ``metrics/<name>.json``.
     """
-    from m3sa.training import resolve_device
-
     features_dir = Path(features_dir or cfg.data.features_dir)
     models_dir = Path(models_dir or cfg.train.models_dir)
     metrics_dir = Path(metrics_dir)

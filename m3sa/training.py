@@ -46,7 +46,7 @@ from m3sa.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, w
 from m3sa.config import Config, TrainConfig
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
 from m3sa.errors import CheckpointError, TrainingError
-from m3sa.evaluation import Predictions, autocast_for, predict
+from m3sa.evaluation import Predictions, autocast_for, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,6 @@ RESUME_FREE_KEYS = ("seeds", "epochs", "models_dir", "live_dir")
 
 
 # ---------------------------------------------------------------- runtime
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TrainingError("train.device is 'cuda' but no CUDA device is available; set train.device to auto or cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 @dataclass(frozen=True)

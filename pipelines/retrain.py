@@ -5,9 +5,10 @@ with a message naming the holder); optionally ``dvc pull``; ``dvc status`` to se
 changed, and stop with "nothing to do" when nothing did; else ``dvc exp run -n <name>``
 (all out-of-date stages, saved as a named DVC experiment); compare the experiment's
 validation metric (``metrics/valid.json`` ``mean.<train.select_metric>``, never test) with
-the champion's; promote only a strictly better one: ``dvc exp apply``, commit the files the
-experiment changed plus ``champion.json``, and tag the commit ``champion-<n>``. A markdown
-summary (what changed, metric before and after, promoted or not) goes to the run's artifacts.
+the champion's (HEAD's committed metric while there is no ``champion.json``); promote only a
+strictly better one: ``dvc exp apply``, commit the files the experiment changed plus
+``champion.json``, and tag the commit ``champion-<n>``. A markdown summary (what changed,
+metric before and after, promoted or not) goes to the run's artifacts.
 
 The champion record, ``champion.json`` at the project root, is versioned by git; its tag
 ``champion-<n>`` marks the commit holding that model's dvc.lock (``git checkout champion-<n>
@@ -175,9 +176,11 @@ def run_experiment(project_dir: str, name: str) -> dict[str, Any]:
     """``dvc exp run -n <name>`` in the workspace; returns the experiment's rev and metrics."""
     run_dvc(["exp", "run", "-n", name], project_dir, get_run_logger())
     head = git(["rev-parse", "HEAD"], project_dir)
-    for row in experiments(project_dir):
+    rows = experiments(project_dir)
+    baseline = next((r.metrics for r in rows if r.rev == head and r.baseline == head), {})
+    for row in rows:
         if row.name == name and row.baseline == head:
-            return {"rev": row.rev, "metrics": row.metrics, "params": row.params}
+            return {"rev": row.rev, "metrics": row.metrics, "baseline_metrics": baseline}
     raise RuntimeError(f"experiment '{name}' ran but `dvc exp show` does not list it on {head[:7]}")
 
 
@@ -292,9 +295,13 @@ def retrain(project_dir: str = ".", pull_first: bool = False, experiment_name: s
                 raise KeyError(f"experiment '{name}' has no '{key}' in {METRIC_FILE}; "
                                f"metrics seen: {sorted(exp['metrics'])}") from None
             current = load_champion(root)
-            before = current.value if current is not None else None
-            if current is not None and current.metric != name_metric:
-                logger.warning("champion.json records %s, comparing %s", current.metric, name_metric)
+            if current is not None:
+                before = current.value
+                if current.metric != name_metric:
+                    logger.warning("champion.json records %s, comparing %s", current.metric, name_metric)
+            else:  # no record yet: the committed model (HEAD's metrics) is the one to beat
+                value = exp["baseline_metrics"].get(METRIC_FILE, {}).get(key)
+                before = float(value) if value is not None else None
             if is_better(candidate, before, lower):
                 version = (current.version if current else 0) + 1
                 new = Champion(version=version, tag=f"champion-{version}", experiment=name, rev=exp["rev"],

@@ -80,9 +80,25 @@ def make_model_cfg() -> Callable[..., ModelConfig]:
     return make
 
 
+@pytest.fixture
+def single_thread() -> Any:
+    """Run a test on one torch thread (tiny tensors gain nothing from more, and a busy
+    machine makes extra threads much slower); restores the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_text_encoder() -> tuple[Any, torch.nn.Module]:
     """``(tokenizer, model)`` of the random:tiny encoder (seeded, shared by the session: do not train it)."""
     from m3sa.models import load_text_encoder
 
     return load_text_encoder("random:tiny")
+
+
+# ---------------------------------------------------------------- Prefect flows
+# The flow tests' fixtures (tests/prefect_fixtures.py): a session-wide temporary Prefect API
+# and a toy DVC project. Importing it points PREFECT_HOME at a temp dir before Prefect loads.
+from prefect_fixtures import prefect_api, toy_project, toy_template  # noqa: E402,F401

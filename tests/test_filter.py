@@ -9,6 +9,8 @@ import torch
 
 from m3sa.models.filter import ModalityFilter, hard_concrete, hard_keep_probability, soft_assign
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 MODS = ("language", "acoustic", "visual")
 
 
@@ -103,6 +105,7 @@ def test_default_constants_give_sigmoid_keep_probability():
 
 
 def test_hard_filter_is_deterministic_at_eval(make_model_cfg):
+    torch.manual_seed(0)
     cfg = make_model_cfg(filter="hard", filter_init_std=1.0)
     filt = ModalityFilter(cfg, MODS).eval()
     xs = _inputs(cfg, n=64)

@@ -9,6 +9,8 @@ from m3sa.errors import ModelError
 from m3sa.models.base import count_parameters
 from m3sa.models.fusion import TensorFusion, build_fusion
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 D, H = 4, 8
 
 

@@ -17,6 +17,8 @@ from m3sa.losses import (
 )
 from m3sa.models import build_model
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def test_three_modalities_hand_computed():
     # l = (0.5, 1, 2): sum 1/l = 3.5, alpha = 3 / 3.5 = 6/7

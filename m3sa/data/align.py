@@ -150,7 +150,9 @@ def sum_members(x: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.nd
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     ones = np.ones(len(indices), dtype=x.dtype)
-    mat = sp.csr_matrix((ones, indices, indptr), shape=(q, len(x)))  # (q, n) 0/1
+    idx_t = np.int32 if len(x) < 2**31 and len(indices) < 2**31 else np.int64
+    mat = sp.csr_matrix((ones, indices.astype(idx_t, copy=False), indptr.astype(idx_t, copy=False)),
+                        shape=(q, len(x)))  # (q, n) 0/1
     return np.asarray(mat @ x)  # (q, n) @ (n, d) -> (q, d)
 
 

@@ -97,6 +97,9 @@ class CSDReader:
         # (about twice as fast as going through HDF5); checked once against h5py per file.
         self._fd: int | None = os.open(self.path, os.O_RDONLY) if hasattr(os, "preadv") else None
         self._direct_checked = False
+        self._buffer = bytearray()
+        self._videos: list[str] | None = None
+        self._video_set: set[str] | None = None
 
     def _find_root(self) -> tuple[str, h5py.Group]:
         groups = [k for k, v in self._file.items() if isinstance(v, h5py.Group)]
@@ -127,71 +130,106 @@ class CSDReader:
 
     def videos(self) -> list[str]:
         """Video ids in the file, in HDF5 (sorted) order."""
-        return list(self._data.keys())
+        if self._videos is None:
+            self._videos = list(self._data.keys())
+        return list(self._videos)
 
     def __contains__(self, video: str) -> bool:
-        return video in self._data
+        if self._video_set is None:
+            self._video_set = set(self.videos())
+        return video in self._video_set
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.videos())
 
     def shape(self, video: str) -> tuple[int, int]:
         """(n, d) of a video's features without reading them."""
         feats, _ = self._datasets(video)
         return feats.shape  # type: ignore[return-value]
 
-    def _datasets(self, video: str) -> tuple[h5py.Dataset, h5py.Dataset]:
+    def _datasets(self, video: str) -> tuple[h5py.h5d.DatasetID, h5py.h5d.DatasetID]:
+        """Low-level ids of a video's two datasets, shapes checked (HDF5 lookups dominate the
+        cost of small arrays, so they go straight to the library)."""
         where = f"{self.path}: video '{video}'"
-        grp = self._data.get(video)
-        if grp is None:
-            raise CSDError(f"{where} not in the file")
-        if not isinstance(grp, h5py.Group):
-            raise CSDError(f"{where}: 'data/{video}' is not a group")
-        feats, ivs = grp.get("features"), grp.get("intervals")
-        if not isinstance(feats, h5py.Dataset):
-            raise CSDError(f"{where}: no 'features' dataset")
-        if not isinstance(ivs, h5py.Dataset):
-            raise CSDError(f"{where}: no 'intervals' dataset")
-        if feats.ndim != 2:
-            raise CSDError(f"{where}: features must be 2-D (n, d), got shape {feats.shape}")
-        if ivs.ndim != 2 or ivs.shape[1] != 2:
-            raise CSDError(f"{where}: intervals must have shape (n, 2), got {ivs.shape}")
-        if feats.shape[0] != ivs.shape[0]:
-            raise CSDError(f"{where}: features have {feats.shape[0]} rows but intervals {ivs.shape[0]}")
-        if ivs.dtype.kind not in "fiu":
-            raise CSDError(f"{where}: intervals must be numbers, got dtype {ivs.dtype}")
+        gid = self._data.id
+        try:
+            feats = h5py.h5d.open(gid, f"{video}/features".encode())
+            ivs = h5py.h5d.open(gid, f"{video}/intervals".encode())
+        except (KeyError, ValueError, TypeError):
+            grp = self._data.get(video)
+            if grp is None:
+                raise CSDError(f"{where} not in the file") from None
+            if not isinstance(grp, h5py.Group):
+                raise CSDError(f"{where}: 'data/{video}' is not a group") from None
+            for name in ("features", "intervals"):
+                if not isinstance(grp.get(name), h5py.Dataset):
+                    raise CSDError(f"{where}: no '{name}' dataset") from None
+            raise CSDError(f"{where}: cannot open its datasets") from None
+        fshape, ishape = feats.shape, ivs.shape
+        if len(fshape) != 2:
+            raise CSDError(f"{where}: features must be 2-D (n, d), got shape {fshape}")
+        if len(ishape) != 2 or ishape[1] != 2:
+            raise CSDError(f"{where}: intervals must have shape (n, 2), got {ishape}")
+        if fshape[0] != ishape[0]:
+            raise CSDError(f"{where}: features have {fshape[0]} rows but intervals {ishape[0]}")
         return feats, ivs
 
-    def get(self, video: str) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, d), intervals (n, 2)) of one video, in the file's dtypes."""
+    def get(self, video: str, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, d), intervals (n, 2)) of one video, in the file's dtypes.
+
+        ``reuse=True`` lets numeric features share one buffer across calls (valid until the
+        next ``get(..., reuse=True)``): no fresh pages per video when streaming.
+        """
         feats, ivs = self._datasets(video)
         try:
-            return self._read(feats), self._read(ivs)
+            x, iv = self._read(feats, reuse), self._read(ivs, False)
         except (OSError, ValueError, TypeError) as err:
             raise CSDError(f"{self.path}: video '{video}': cannot read arrays ({err})") from None
+        if iv.dtype.kind not in "fiu":
+            raise CSDError(f"{self.path}: video '{video}': intervals must be numbers, got dtype {iv.dtype}")
+        return x, iv
 
-    def _read(self, ds: h5py.Dataset) -> np.ndarray:
-        offset = None
-        if (self._fd is not None and ds.size and ds.chunks is None and ds.dtype.kind in "fiu"
-                and ds.dtype.isnative):
-            offset = ds.id.get_offset()
+    def _read(self, dsid: h5py.h5d.DatasetID, reuse: bool) -> np.ndarray:
+        dtype, shape = dsid.dtype, dsid.get_space().get_simple_extent_dims()
+        numeric = dtype.kind in "fiu" and dtype.isnative
+        # get_offset() is None unless the layout is contiguous (chunked and compact have none)
+        offset = dsid.get_offset() if self._fd is not None and numeric and 0 not in shape else None
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if reuse and numeric:
+            if len(self._buffer) < nbytes:
+                self._buffer = bytearray(nbytes)
+            out = np.frombuffer(self._buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        else:
+            out = np.empty(shape, dtype=dtype)
         if offset is None:
-            return ds[()]
-        out = np.empty(ds.shape, dtype=ds.dtype)
+            if not numeric:
+                return h5py.Dataset(dsid)[()]
+            if out.size:
+                dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+            return out
         view = memoryview(out).cast("B")
         done = 0
-        while done < len(view):
+        while done < nbytes:
             n = os.preadv(self._fd, [view[done:]], offset + done)
             if n <= 0:
-                return ds[()]
+                raise OSError(f"short read at byte {offset + done}")
             done += n
-        if not self._direct_checked:
-            if not np.array_equal(out[:1], ds[:1], equal_nan=out.dtype.kind == "f"):
+        if not self._direct_checked:  # once per file: the offset arithmetic agrees with HDF5
+            first = np.empty((1, *shape[1:]), dtype=dtype)
+            dsid.read(h5py.h5s.create_simple(first.shape), self._first_row(dsid, shape), first)
+            if not np.array_equal(out[:1], first, equal_nan=dtype.kind == "f"):
                 os.close(self._fd)
                 self._fd = None
-                return ds[()]
+                dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+                return out
             self._direct_checked = True
         return out
+
+    @staticmethod
+    def _first_row(dsid: h5py.h5d.DatasetID, shape: tuple[int, ...]) -> h5py.h5s.SpaceID:
+        space = dsid.get_space()
+        space.select_hyperslab((0,) * len(shape), (1, *shape[1:]))
+        return space
 
     def items(self) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray]]]:
         for video in self.videos():

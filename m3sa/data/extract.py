@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from m3sa.config import DataConfig
 from m3sa.data.align import EPSILON, float32_tolerance, overlap_members, sum_members
-from m3sa.data.csd import SILENCE, CSDReader
-from m3sa.data.features import FRAME_MODALITIES, SPLITS, features_schema
+from m3sa.data.csd import CSDReader
+from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lists, arrow_numeric,
+                                arrow_sequences, arrow_strings, features_schema, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import ConfigError, CSDError, DataError, OutputError
@@ -42,7 +43,7 @@ from m3sa.errors import ConfigError, CSDError, DataError, OutputError
 log = logging.getLogger(__name__)
 
 LABEL_RANGE = 3.0
-_FLUSH_BYTES = 32 << 20  # row-group size of the Parquet files, roughly
+_FLUSH_BYTES = 8 << 20  # buffered output per split before a batch is written (bounds memory)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -142,86 +143,115 @@ class RunningStats:
 
 # ----------------------------------------------------------------------------- writing
 
+@dataclass
+class _Chunk:
+    """The kept segments of one video, column by column."""
+
+    video: str
+    split: str
+    segment_ids: list[str]
+    start: np.ndarray  # (n,) float64
+    end: np.ndarray
+    label: np.ndarray  # (n,) float32
+    words: list[list[bytes]] | None  # UTF-8 words per segment
+    seqs: dict[str, list[np.ndarray]]  # modality -> per-segment (rows, d) float32
+    gt: dict[str, list[bool | None]] | None  # modality -> planted ground truth per segment
+
+    def __len__(self) -> int:
+        return len(self.segment_ids)
+
+
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    # Dictionary encoding only where values repeat, statistics only on scalar columns: on
+    # nested float lists either one costs more than the write itself. No compression: the
+    # features are noise-like floats (snappy saves 4% of the size for 30% more write time).
+    strings = [f.name for f in schema if f.name in ("video_id", "split", "words")]
+    scalars = [f.name for f in schema if not pa.types.is_list(f.type)]
+    return pq.ParquetWriter(path, schema, compression="none", use_dictionary=strings, write_statistics=scalars)
+
+
 class _SplitWriter:
-    """Buffers segment rows of one split and writes them as Parquet row groups."""
+    """Buffers the chunks of one split and writes them in batches of about ``_FLUSH_BYTES``:
+    to Parquet, or (``raw``) to an uncompressed Arrow IPC file that pass 2 reads back."""
 
-    def __init__(self, path: Path, schema: pa.Schema, frame_mods: list[str], dims: dict[str, int],
-                 compression: str) -> None:
-        self.path = path
+    def __init__(self, path: Path, schema: pa.Schema, dims: dict[str, int], raw: bool) -> None:
         self.schema = schema
-        self.frame_mods = frame_mods
         self.dims = dims
-        self.writer = pq.ParquetWriter(path, schema, compression=compression)
+        self.writer = pa.ipc.new_file(str(path), schema) if raw else _parquet_writer(path, schema)
         self.rows = 0
-        self._clear()
-
-    def _clear(self) -> None:
-        self.cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
-        self.seqs: dict[str, list[np.ndarray]] = {m: [] for m in self.frame_mods}
+        self.chunks: list[_Chunk] = []
         self.bytes = 0
+        self.closed = False
 
-    def add(self, row: dict[str, Any], seqs: dict[str, np.ndarray]) -> None:
-        for name, value in row.items():
-            self.cols[name].append(value)
-        for m, x in seqs.items():
-            self.seqs[m].append(x)
-            self.cols[f"{m}_len"].append(len(x))
-            self.bytes += x.nbytes
+    def add(self, chunk: _Chunk) -> None:
+        if not len(chunk):
+            return
+        self.chunks.append(chunk)
+        self.bytes += sum(x.nbytes for rows in chunk.seqs.values() for x in rows) + 64 * len(chunk)
         if self.bytes >= _FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        n = len(self.cols["segment_id"])
-        if not n:
+        if not self.chunks:
             return
-        arrays = []
-        for f in self.schema:
-            if f.name in self.seqs:
-                arrays.append(_nested(self.seqs[f.name], self.dims[f.name]))
-            else:
-                arrays.append(pa.array(self.cols[f.name], type=f.type))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        cs = self.chunks
+        n = sum(len(c) for c in cs)
+        cols: dict[str, pa.Array] = {
+            "segment_id": arrow_strings([s.encode() for c in cs for s in c.segment_ids]),
+            "video_id": arrow_strings([c.video.encode() for c in cs for _ in range(len(c))]),
+            "split": arrow_strings([c.split.encode() for c in cs for _ in range(len(c))]),
+            "start": arrow_numeric(np.concatenate([c.start for c in cs]), pa.float64()),
+            "end": arrow_numeric(np.concatenate([c.end for c in cs]), pa.float64()),
+            "label": arrow_numeric(np.concatenate([c.label for c in cs]), pa.float32()),
+        }
+        if "words" in self.schema.names:
+            words = [w for c in cs for w in c.words]  # type: ignore[union-attr]
+            cols["words"] = arrow_lists(np.fromiter(map(len, words), np.int64, len(words)),
+                                        arrow_strings([t for w in words for t in w]))
+        for m, dim in self.dims.items():
+            rows = [x for c in cs for x in c.seqs[m]]
+            cols[m] = arrow_sequences(rows, dim)
+            cols[f"{m}_len"] = arrow_numeric(np.fromiter(map(len, rows), np.int32, len(rows)), pa.int32())
+        for name in self.schema.names:
+            if name.startswith("gt_"):
+                cols[name] = arrow_bools([g for c in cs for g in c.gt[name[3:]]])  # type: ignore[index]
+        self.writer.write(pa.Table.from_arrays([cols[f.name] for f in self.schema], schema=self.schema))
         self.rows += n
-        self._clear()
+        self.chunks, self.bytes = [], 0
 
     def close(self) -> None:
         self.flush()
+        self.closed = True
         self.writer.close()
 
     def abort(self) -> None:
-        """Close without flushing (the file is deleted by the caller)."""
-        if self.writer.is_open:
+        """Close without flushing (the caller deletes the file)."""
+        if not self.closed:
+            self.closed = True
             self.writer.close()
 
 
-def _nested(rows: list[np.ndarray], dim: int) -> pa.Array:
-    """list<list<float32>> from per-segment (r_i, dim) arrays, without Python loops over values."""
-    counts = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
-    outer = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(counts, out=outer[1:])
-    flat = np.concatenate([r.reshape(-1) for r in rows]).astype(np.float32, copy=False) if rows else \
-        np.zeros(0, np.float32)
-    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, outer[-1] * dim + 1, dim, dtype=np.int32)),
-                                     pa.array(flat))
-    return pa.ListArray.from_arrays(pa.array(outer), inner)
-
-
-def _standardise_column(col: pa.ChunkedArray, mean: np.ndarray, std: np.ndarray) -> pa.Array:
+def _standardised(col: pa.Array, mean: np.ndarray, std: np.ndarray) -> pa.Array:
     """(x - mean) / std on a list<list<float32>> column; NaN rows (words without frames) -> 0."""
-    arr = col.combine_chunks()
-    inner = arr.values
-    dim = len(mean)
-    lo, hi = int(arr.offsets[0].as_py()), int(arr.offsets[-1].as_py())
-    inner = inner.slice(lo, hi - lo)
-    flat = inner.values.to_numpy(zero_copy_only=False)
-    a, b = int(inner.offsets[0].as_py()), int(inner.offsets[-1].as_py())
-    x = flat[a:b].reshape(-1, dim)  # (total_rows, dim)
+    x, offsets = sequence_values(col, len(mean))  # (rows, d), (n+1,)
     z = ((x - mean) / std).astype(np.float32)
     z[np.isnan(z)] = 0.0
-    new_inner = pa.ListArray.from_arrays(pa.array(np.arange(0, len(z) * dim + 1, dim, dtype=np.int32)),
-                                         pa.array(z.reshape(-1)))
-    offsets = arr.offsets.to_numpy() - lo
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), new_inner)
+    return arrow_lists(np.diff(offsets), arrow_lists(np.full(len(z), len(mean)), arrow_numeric(z.reshape(-1), pa.float32())))
+
+
+def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, dims: dict[str, int],
+                          stats: dict[str, RunningStats] | None) -> None:
+    """Pass 2: copy the raw Arrow file src to Parquet dst batch by batch, standardising the
+    sequence columns (stats=None: only words without frames are set to 0)."""
+    norm = {m: (stats[m].mean, stats[m].std()) if stats is not None else (np.zeros(dim), np.ones(dim))
+            for m, dim in dims.items()}
+    with pa.memory_map(str(src)) as source, _parquet_writer(dst, schema) as writer:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            arrays = [_standardised(batch.column(j), *norm[f.name]) if f.name in norm else batch.column(j)
+                      for j, f in enumerate(schema)]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
 
 # ----------------------------------------------------------------------------- one video
@@ -229,13 +259,21 @@ def _standardise_column(col: pa.ChunkedArray, mean: np.ndarray, std: np.ndarray)
 @dataclass
 class _Report:
     dropped: list[dict[str, str]] = field(default_factory=list)
-    nonfinite: dict[str, int] = field(default_factory=dict)
+    nonfinite: dict[str, int] = field(default_factory=dict)  # non-finite input values replaced
     empty_words: dict[str, int] = field(default_factory=dict)  # words no frame overlaps
     empty_segments: dict[str, int] = field(default_factory=dict)  # align=none: segments without frames
-    truncated: int = 0
+    truncated: int = 0  # segments cut at data.max_words
 
     def drop(self, segment_id: str, video: str, reason: str) -> None:
         self.dropped.append({"segment_id": segment_id, "video_id": video, "reason": reason})
+
+
+def _union(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Sorted distinct indices in parts, all in [0, n)."""
+    mask = np.zeros(n, dtype=bool)
+    for p in parts:
+        mask[p] = True
+    return np.flatnonzero(mask)
 
 
 def _clean(x: np.ndarray, rows: np.ndarray, value: float) -> int:
@@ -258,22 +296,29 @@ def _word_means(x: np.ndarray, frames: np.ndarray, words: np.ndarray, value: flo
     counts = np.diff(indptr)
     sums = sum_members(x, indptr, indices)  # (w, d)
     replaced = 0
-    bad = ~np.isfinite(sums).all(axis=1)
-    if bad.any():  # a non-finite frame (or an overflow) in some words: clean their frames only
-        owner = np.repeat(np.arange(len(counts)), counts)
-        rows = np.unique(indices[bad[owner]])
-        replaced = _clean(x, rows, value)
-        sums = sum_members(x.astype(np.float64), indptr, indices)
+    bad = np.flatnonzero(~np.isfinite(sums).all(axis=1))
+    if len(bad):  # a non-finite frame (or an overflow) in some words: clean their frames, re-sum them
+        sub = [indices[indptr[j]:indptr[j + 1]] for j in bad]
+        replaced = _clean(x, _union(sub, len(x)), value)
+        sub_ptr = np.zeros(len(bad) + 1, dtype=np.int64)
+        np.cumsum(counts[bad], out=sub_ptr[1:])
+        sub_idx = np.concatenate(sub)
+        redo = sum_members(x, sub_ptr, sub_idx)
+        if not np.isfinite(redo).all():  # float32 overflow: sum in float64
+            redo = sum_members(x.astype(np.float64), sub_ptr, sub_idx)
+        sums = sums.astype(np.float64)
+        sums[bad] = redo
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (sums / counts[:, None]).astype(np.float32)  # (w, d); NaN where counts == 0
     return means, replaced, int((counts == 0).sum())
 
 
-def _segment_tolerances(intervals: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
-    """Edge tolerances for segment intervals: float32 storage rounds by up to half a step."""
+def _segment_tolerances(intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge tolerances (n,) for segment intervals: float32 storage rounds by up to half a step."""
     if intervals.dtype.itemsize < 8:
         return float32_tolerance(intervals[:, 0]), float32_tolerance(intervals[:, 1])
-    return EPSILON, EPSILON
+    eps = np.full(len(intervals), EPSILON)
+    return eps, eps
 
 
 @dataclass
@@ -309,20 +354,23 @@ def _labels_of(reader: CSDReader, video: str, column: int) -> tuple[np.ndarray, 
     return y, ivs
 
 
-def _video_rows(video: str, split: str, cfg: DataConfig, streams: _Streams, report: _Report,
-                gt: dict[str, dict[str, bool]] | None) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
-    """Rows (scalar columns) and sequences (per frame modality) of one video's kept segments."""
+def _bad_interval(start: float, end: float) -> str:
+    if not (np.isfinite(start) and np.isfinite(end)):
+        return "non-finite interval"
+    if end - start < -EPSILON:
+        return f"reversed interval (end < start: {start:g} > {end:g})"
+    return f"zero-length interval ({start:g}-{end:g} s)"
+
+
+def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, report: _Report,
+                 gt: dict[str, dict[str, bool]] | None) -> _Chunk:
+    """The kept segments of one video: words, aligned sequences, labels; drops go to report."""
     y, seg_iv = _labels_of(streams.labels, video, cfg.label_column)
     n = len(y)
-    ids = [f"{video}[{k}]" for k in range(n)]
-    keep = np.ones(n, dtype=bool)
     length = seg_iv[:, 1].astype(np.float64) - seg_iv[:, 0]
-    for k in np.flatnonzero(~np.isfinite(length) | (length <= EPSILON)):
-        reason = ("non-finite interval" if not np.isfinite(length[k]) else
-                  f"reversed interval (end < start: {seg_iv[k, 0]:g} > {seg_iv[k, 1]:g})" if length[k] < -EPSILON
-                  else f"zero-length interval ({seg_iv[k, 0]:g}-{seg_iv[k, 1]:g} s)")
-        report.drop(ids[k], video, reason)
-        keep[k] = False
+    keep = np.isfinite(length) & (length > EPSILON)
+    for k in np.flatnonzero(~keep):
+        report.drop(f"{video}[{k}]", video, _bad_interval(float(seg_iv[k, 0]), float(seg_iv[k, 1])))
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for m, reader in streams.readers.items():
         if video not in reader:
@@ -330,38 +378,35 @@ def _video_rows(video: str, split: str, cfg: DataConfig, streams: _Streams, repo
                 raise DataError(f"{reader.path}: video '{video}' (in the labels) is missing; add it, or set "
                                 "data.on_missing: drop")
             for k in np.flatnonzero(keep):
-                report.drop(ids[k], video, f"video missing from the {m} file {reader.path.name}")
-            return [], []
-        feats, ivs = reader.get(video)
+                report.drop(f"{video}[{k}]", video, f"video missing from the {m} file {reader.path.name}")
+            keep[:] = False
+            break
+        feats, ivs = reader.get(video, reuse=m != "language")
         if m == "language":
             if feats.dtype.kind not in "SUO":
                 raise CSDError(f"{reader.path}: video '{video}': words must be byte strings, got dtype {feats.dtype}")
         else:
             _check_frames(reader, video, feats, streams.dims[m])
-            if not feats.flags.writeable or feats.dtype != np.float32:
+            if feats.dtype != np.float32 or not feats.flags.writeable:
                 feats = feats.astype(np.float32)
         data[m] = (feats, ivs.astype(np.float64, copy=False))
-    segs = np.flatnonzero(keep)
-    q = seg_iv[segs].astype(np.float64)
+    seg = seg_iv.astype(np.float64)
     tol0, tol1 = _segment_tolerances(seg_iv)
-    if not np.isscalar(tol0):
-        tol0, tol1 = tol0[segs], tol1[segs]  # type: ignore[index]
 
     words_of: dict[int, np.ndarray] = {}  # segment -> kept word indices
-    if "language" in data:
+    tokens: list[bytes] = []
+    if "language" in data and keep.any():
         wfeat, wiv = data["language"]
-        tokens = wfeat.reshape(-1)
-        if tokens.dtype.kind in "SU":
-            is_word = tokens != (SILENCE.encode() if tokens.dtype.kind == "S" else SILENCE)
-        else:
-            is_word = np.array([(t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)) != SILENCE
-                                for t in tokens], dtype=bool)
-        indptr, indices = overlap_members(wiv, q, EPSILON, tol0, tol1)
+        raw = wfeat.reshape(-1)
+        tokens = [t if isinstance(t, bytes) else str(t).encode() for t in raw.tolist()]
+        is_word = np.fromiter((t != b"sp" for t in tokens), dtype=bool, count=len(tokens))
+        segs = np.flatnonzero(keep)
+        indptr, indices = overlap_members(wiv, seg[segs], EPSILON, tol0[segs], tol1[segs])
         for j, k in enumerate(segs):
             w = indices[indptr[j]:indptr[j + 1]]
             w = w[is_word[w]]
             if not len(w):
-                report.drop(ids[k], video, "no words in the segment interval")
+                report.drop(f"{video}[{k}]", video, "no words in the segment interval")
                 keep[k] = False
                 continue
             if len(w) > cfg.max_words:
@@ -369,52 +414,33 @@ def _video_rows(video: str, split: str, cfg: DataConfig, streams: _Streams, repo
                 w = w[: cfg.max_words]
             words_of[int(k)] = w
 
-    seqs: dict[int, dict[str, np.ndarray]] = {int(k): {} for k in np.flatnonzero(keep)}
-    for m in FRAME_MODALITIES:
-        if m not in data:
-            continue
-        x, fiv = data[m]
-        if not seqs:
-            continue
-        if cfg.align == "words":
-            used = np.unique(np.concatenate([words_of[k] for k in seqs]))
-            means, replaced, empty = _word_means(x, fiv, wiv[used], cfg.nonfinite_value)
-            report.nonfinite[m] = report.nonfinite.get(m, 0) + replaced
-            report.empty_words[m] = report.empty_words.get(m, 0) + empty
-            for k in seqs:
-                seqs[k][m] = means[np.searchsorted(used, words_of[k])]  # (words, d)
+    kept = np.flatnonzero(keep)
+    seqs: dict[str, list[np.ndarray]] = {}
+    for m in streams.dims:
+        x, fiv = data[m] if kept.size else (np.zeros((0, streams.dims[m]), np.float32), np.zeros((0, 2)))
+        if not kept.size:
+            seqs[m] = []
+        elif cfg.align == "words":
+            used = _union([words_of[k] for k in kept], len(tokens))
+            means, replaced, empty = _word_means(x, fiv, data["language"][1][used], cfg.nonfinite_value)
+            report.nonfinite[m] += replaced
+            report.empty_words[m] += empty
+            seqs[m] = [means[np.searchsorted(used, words_of[k])] for k in kept]  # (words, d) each
         else:
-            kept = np.flatnonzero(keep)
-            pos = np.searchsorted(segs, kept)
-            indptr, indices = overlap_members(fiv, q[pos], EPSILON,
-                                              tol0 if np.isscalar(tol0) else tol0[pos],  # type: ignore[index]
-                                              tol1 if np.isscalar(tol1) else tol1[pos])  # type: ignore[index]
+            indptr, indices = overlap_members(fiv, seg[kept], EPSILON, tol0[kept], tol1[kept])
             picks = [indices[indptr[j]:indptr[j + 1]][:: cfg.downsample][: cfg.max_frames] for j in range(len(kept))]
-            used = np.unique(np.concatenate(picks))
-            report.nonfinite[m] = report.nonfinite.get(m, 0) + _clean(x, used, cfg.nonfinite_value)
-            for k, p in zip(kept, picks):
-                seqs[int(k)][m] = x[p]  # (frames, d)
-                if not len(p):
-                    report.empty_segments[m] = report.empty_segments.get(m, 0) + 1
+            report.nonfinite[m] += _clean(x, _union(picks, len(x)), cfg.nonfinite_value)
+            report.empty_segments[m] += sum(1 for p in picks if not len(p))
+            seqs[m] = [x[p] for p in picks]  # (frames, d) each
 
-    rows: list[dict[str, Any]] = []
-    out_seqs: list[dict[str, np.ndarray]] = []
-    words_text = None
-    if "language" in data:
-        words_text = data["language"][0].reshape(-1)
-    for k in seqs:
-        row: dict[str, Any] = {"segment_id": ids[k], "video_id": video, "split": split,
-                               "start": float(seg_iv[k, 0]), "end": float(seg_iv[k, 1]), "label": float(y[k])}
-        if words_text is not None:
-            row["words"] = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
-                            for t in words_text[words_of[k]]]
-        if gt is not None:
-            g = gt.get(ids[k], {})
-            for m in ("language", "acoustic", "visual"):
-                row[f"gt_{m}"] = g.get(m)
-        rows.append(row)
-        out_seqs.append(seqs[k])
-    return rows, out_seqs
+    ids = [f"{video}[{k}]" for k in kept]
+    return _Chunk(
+        video=video, split=split, segment_ids=ids,
+        start=seg[kept, 0], end=seg[kept, 1], label=y[kept].astype(np.float32),
+        words=[[tokens[i] for i in words_of[k]] for k in kept] if "language" in streams.readers else None,
+        seqs=seqs,
+        gt=None if gt is None else {m: [gt.get(i, {}).get(m) for i in ids] for m in ("language", "acoustic", "visual")},
+    )
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -493,24 +519,21 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     report = _Report(nonfinite={m: 0 for m in frame_mods}, empty_words={m: 0 for m in frame_mods},
                      empty_segments={m: 0 for m in frame_mods})
     stats = {m: RunningStats(dims[m]) for m in frame_mods}
-    raw = {s: out / f".{s}.raw.parquet.tmp" for s in SPLITS}
+    raw = {s: out / f".{s}.raw.arrow.tmp" for s in SPLITS}
     final = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
     temps = [*raw.values(), *final.values(), out / ".meta.json.tmp"]
     two_pass = bool(frame_mods)  # pass 2 standardises and sets words without frames to 0
     writers: dict[str, _SplitWriter] = {}
     try:
         for s in SPLITS:
-            writers[s] = _SplitWriter((raw if two_pass else final)[s], schema, frame_mods, dims,
-                                      "none" if two_pass else "snappy")
+            writers[s] = _SplitWriter((raw if two_pass else final)[s], schema, dims, raw=two_pass)
         todo = [v for v in videos if v in assignment.split_of]
         for video in tqdm(todo, desc="extract", unit="video", disable=None if progress else True, leave=False):
-            split = assignment.split_of[video]
-            rows, seqs = _video_rows(video, split, cfg, streams, report, gt)
-            for row, seq in zip(rows, seqs):
-                writers[split].add(row, seq)
-            if split == "train" and cfg.standardize and seqs:
+            chunk = _video_chunk(video, assignment.split_of[video], cfg, streams, report, gt)
+            writers[chunk.split].add(chunk)
+            if chunk.split == "train" and cfg.standardize and len(chunk):
                 for m in frame_mods:
-                    x = np.concatenate([seq[m] for seq in seqs])  # (rows of the video, d)
+                    x = np.concatenate(chunk.seqs[m])  # (rows of the video, d)
                     stats[m].update(x[~np.isnan(x).any(axis=1)])
         for w in writers.values():
             w.close()
@@ -555,19 +578,3 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
              "/".join(str(counts[s]) for s in SPLITS), len(report.dropped), report.nonfinite,
              time.perf_counter() - t_start, out)
     return meta
-
-
-def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, dims: dict[str, int],
-                          stats: dict[str, RunningStats] | None) -> None:
-    """Copy src to dst row group by row group, standardising the sequence columns (stats=None:
-    only words without frames are set to 0)."""
-    pf = pq.ParquetFile(src)
-    with pq.ParquetWriter(dst, schema, compression="snappy") as writer:
-        for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i)
-            for m, dim in dims.items():
-                mean = stats[m].mean if stats is not None else np.zeros(dim)
-                std = stats[m].std() if stats is not None else np.ones(dim)
-                idx = table.schema.get_field_index(m)
-                table = table.set_column(idx, schema.field(m), _standardise_column(table.column(m), mean, std))
-            writer.write_table(table)

@@ -100,18 +100,66 @@ def read_split(features_dir: str | Path, split: str, meta: dict[str, Any] | None
     return table.to_pandas() if as_pandas else table
 
 
-def sequence_array(table: pa.Table, modality: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A nested sequence column as flat rows: ``(values (total_rows, dim) float32, offsets (n+1,))``.
+# Arrow arrays straight from numpy buffers. ``pa.array`` and ``Array.to_numpy`` import pandas
+# on first use (about a second), which the extractor does not otherwise need.
 
-    Segment i's rows are ``values[offsets[i]:offsets[i+1]]``; zero-copy where Arrow allows.
+def arrow_numeric(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A fixed-width Arrow array (no nulls) sharing ``values``' buffer."""
+    values = np.ascontiguousarray(values, dtype=type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def arrow_strings(values: list[bytes]) -> pa.Array:
+    """A string array from UTF-8 byte strings."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
+def arrow_bools(values: list[bool | None]) -> pa.Array:
+    """A nullable bool array."""
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    data = np.fromiter((bool(v) for v in values), dtype=bool, count=len(values))
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [bitmap, pa.py_buffer(np.packbits(data, bitorder="little"))],
+                                 null_count=int((~valid).sum()))
+
+
+def arrow_lists(counts: np.ndarray, values: pa.Array) -> pa.Array:
+    """list<values> with ``counts[i]`` items in row i."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(arrow_numeric(offsets, pa.int32()), values)
+
+
+def arrow_sequences(rows: list[np.ndarray], dim: int) -> pa.Array:
+    """list<list<float32>> from per-segment (r_i, dim) arrays."""
+    counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = np.concatenate([r.reshape(-1) for r in rows]) if rows else np.zeros(0, np.float32)
+    inner = arrow_lists(np.full(int(counts.sum()), dim), arrow_numeric(flat, pa.float32()))
+    return arrow_lists(counts, inner)
+
+
+def numpy_values(arr: pa.Array, dtype: Any) -> np.ndarray:
+    """A fixed-width Arrow array without nulls as a zero-copy numpy view."""
+    buf = arr.buffers()[1]
+    return np.frombuffer(buf, dtype=dtype, count=arr.offset + len(arr))[arr.offset:]
+
+
+def sequence_values(col: pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A list<list<float32>> array as flat rows: ``(values (rows, dim) float32, offsets (n+1,))``.
+
+    Segment i's rows are ``values[offsets[i]:offsets[i+1]]``; zero-copy.
     """
-    col = table.column(modality).combine_chunks()
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    outer = numpy_values(pa.Array.from_buffers(pa.int32(), len(col) + 1, [None, col.buffers()[1]],
+                                               offset=col.offset), np.int32).astype(np.int64)
+    inner = col.values
+    inner_off = numpy_values(pa.Array.from_buffers(pa.int32(), len(inner) + 1, [None, inner.buffers()[1]],
+                                                   offset=inner.offset), np.int32)
+    flat = numpy_values(inner.values, np.float32)
     if len(col) == 0:
         return np.zeros((0, dim), dtype=np.float32), np.zeros(1, dtype=np.int64)
-    offsets = col.offsets.to_numpy().astype(np.int64)
-    inner = col.values  # one list per row of a segment
-    flat = inner.values.to_numpy(zero_copy_only=False)
-    inner_off = inner.offsets.to_numpy()
-    start, stop = int(inner_off[offsets[0]]), int(inner_off[offsets[-1]])
-    values = flat[start:stop].reshape(-1, dim)  # (total_rows, dim)
-    return values, offsets - offsets[0]
+    start, stop = int(inner_off[outer[0]]), int(inner_off[outer[-1]])
+    return flat[start:stop].reshape(-1, dim), outer - outer[0]  # (rows, dim), (n+1,)

@@ -133,7 +133,8 @@ class ModalityFilter(nn.Module):
             keep = hard_concrete(z, self.beta, self.gamma, self.zeta, self.training).squeeze(-1)  # (M, B)
             penalty = z.new_zeros(())
         if drop is not None:
-            keep = keep * (torch.arange(len(self.modalities), device=keep.device) != self.modalities.index(drop)).unsqueeze(1)
+            others = torch.arange(len(self.modalities), device=keep.device) != self.modalities.index(drop)  # (M,)
+            keep = keep * others.unsqueeze(1)
         keep_x = keep.unsqueeze(-1).to(x.dtype)  # (M, B, 1)
         x2 = keep_x * x + (1.0 - keep_x) * self.baseline.unsqueeze(1).to(x.dtype)  # (M, B, d), eq. 16 / 20
         return (

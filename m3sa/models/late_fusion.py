@@ -52,7 +52,7 @@ class TextOnly(BaseModel):
         x = self.encoders["language"](batch)  # (B, d)
         if drop == "language":
             x = torch.zeros_like(x)
-        return ModelOutput(pred=self.head(x), penalty=x.new_zeros((), dtype=torch.float32))
+        return ModelOutput(pred=self.head(x).float(), penalty=x.new_zeros((), dtype=torch.float32))
 
     def text_parameters(self) -> list[nn.Parameter]:
         return list(self.encoders["language"].bert.parameters())

@@ -99,7 +99,7 @@ class M3SA(BaseModel):
         """Predict; ``drop`` = a modality treated as absent: F_m is not run, x_m2 = b_m."""
         self.check_drop(drop)
         xs = {m: enc(batch) for m, enc in self.encoders.items() if m != drop}  # m -> (B, d)
-        unimodal = {m: self.head(x) for m, x in xs.items()} if self.has_unimodal_outputs else {}
+        unimodal = {m: self.head(x).float() for m, x in xs.items()} if self.has_unimodal_outputs else {}
         ref = next(iter(xs.values()))
         if self.filter is not None:
             x2, keep, penalty = self.filter(xs, drop)
@@ -109,7 +109,7 @@ class M3SA(BaseModel):
                 x2[drop] = self.baseline_of(drop, ref)
             keep, penalty = {}, ref.new_zeros((), dtype=torch.float32)
         fused = self.fusion(torch.stack([x2[m] for m in self.modalities], dim=1))  # (B, M, d) -> (B, d)
-        return ModelOutput(pred=self.head(fused), unimodal=unimodal, filter_values=keep, penalty=penalty)
+        return ModelOutput(pred=self.head(fused).float(), unimodal=unimodal, filter_values=keep, penalty=penalty)
 
     def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
         """F_m's parameters per modality (the language network includes its text encoder)

@@ -54,7 +54,9 @@ def packaged_path(name: str) -> Path:
         ) from None
     path = Path(module.get_model_path())
     if not (path / "config.json").is_file():
-        raise ModelError(f"model.text_encoder: {path} (from package {module_name}) has no config.json; reinstall the package")
+        raise ModelError(
+            f"model.text_encoder: {path} (from package {module_name}) has no config.json; reinstall the package"
+        )
     return path
 
 
@@ -81,7 +83,9 @@ def _resolve(spec: str) -> tuple[str, Any]:
             )
         return "path", path
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
-        raise ModelError(f"model.text_encoder: folder {path} does not exist; fix the path or use packaged:all-MiniLM-L6-v2")
+        raise ModelError(
+            f"model.text_encoder: folder {path} does not exist; fix the path or use packaged:all-MiniLM-L6-v2"
+        )
     return "hub", spec
 
 

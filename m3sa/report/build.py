@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from m3sa.config import MODALITIES, Config
 from m3sa.errors import OutputError
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 HOW_EVALUATE = "Produce it with `dvc repro evaluate` (or `python -m stages.evaluate`)."
 HOW_TRAIN = "Produce it with `dvc repro train` (or `python -m stages.train`)."
 HOW_EXTRACT = "Produce it with `dvc repro extract` (or `python -m stages.extract`)."
+WO_MFM_NOTE = ("Without the filter module (W/O MFM) the paper's hard and soft rows are one model here "
+               "(`model.filter=none`); a W/O MFM run matches both.")
 HOW_EXPERIMENTS = ("Run the variants as parameter overrides, e.g. `dvc exp run -S model.modulation=false`, "
                    "`-S model.filter=none`, `-S model.baseline_embedding=false`, `-S model.fusion=concat`, "
                    "then gather them with `python -m stages.collect`.")
@@ -85,9 +87,17 @@ def _experiment_data_label(e: Experiment) -> str:
     return str(source) if source else tables.DASH
 
 
-def _experiment_section(title: str, table_name: str, inputs: RunInputs, this_run: Optional[Experiment], select,
-                        label, reference: Sequence[published.PublishedRow], what: str,
-                        notes: Sequence[str] = ()) -> Section:
+def _same_run(a: Experiment, b: Experiment) -> bool:
+    """Same model params and identical test means: one run listed twice (e.g. this run and
+    the committed baseline that ``dvc exp show`` also lists)."""
+    model = lambda e: {k: v for k, v in e.params.items() if k.startswith("model.")}  # noqa: E731
+    return model(a) == model(b) and a.test.get("mean") == b.test.get("mean")
+
+
+def _experiment_section(title: str, table_name: str, inputs: RunInputs, this_run: Optional[Experiment],
+                        data: DatasetInfo, select: Callable[[dict[str, Any]], bool],
+                        label: Callable[[dict[str, Any]], str], reference: Sequence[published.PublishedRow],
+                        what: str, notes: Sequence[str] = ()) -> Section:
     """Paper Table 3 or 4: the experiments that ``select`` accepts (this run among them
     when it qualifies) beside the published rows; "not yet run" when there are none."""
     section = Section(title)
@@ -99,8 +109,7 @@ def _experiment_section(title: str, table_name: str, inputs: RunInputs, this_run
         notes += skipped
     chosen = [e for e in experiments if select(e.params)]
     if this_run is not None and select(this_run.params):
-        # An experiment with this run's exact test means is this run (e.g. the committed baseline).
-        chosen = [this_run] + [e for e in chosen if e.test.get("mean") != this_run.test.get("mean")]
+        chosen = [this_run] + [e for e in chosen if not _same_run(e, this_run)]
     if not exp_input.ok:
         section.blocks.append(_unavailable(what, exp_input, HOW_EXPERIMENTS))
     elif not any(e is not this_run for e in chosen):
@@ -109,17 +118,27 @@ def _experiment_section(title: str, table_name: str, inputs: RunInputs, this_run
     if missing:
         notes.append("Not yet run: " + ", ".join(missing) + ".")
     runs = [(f"{label(e.params)} — {e.name}" + (f" @{e.rev}" if e.rev else ""),
-             _experiment_data_label(e) if e is not this_run else inputs_data_label(inputs), e.test) for e in chosen]
+             data.label if e is this_run else _experiment_data_label(e), e.test) for e in chosen]
     caption = f"{table_name}: this project's runs beside the published numbers"
     section.blocks.append(tables.comparison_table(caption, runs, reference, notes))
     return section
 
 
-def _results_section(inputs: RunInputs, cfg: Config, data: DatasetInfo) -> Section:
+def _run_seeds(inputs: RunInputs, cfg: Config) -> tuple[list[Any], str]:
+    """The seeds this run's outputs hold, and where that was read."""
+    per_seed = [e for e in (inputs.metric("test") or {}).get("per_seed") or [] if isinstance(e, dict)]
+    if per_seed and all("seed" in e for e in per_seed):
+        return [e["seed"] for e in per_seed], "metrics/test.json"
+    if inputs.predictions.ok:
+        return sorted(inputs.predictions.value["seed"].unique().tolist()), "predictions/test.parquet"
+    return list(cfg.train.seeds), "params.yaml"
+
+
+def _results_section(inputs: RunInputs, this_run: Optional[Experiment], data: DatasetInfo,
+                     seeds: list[Any]) -> Section:
     section = Section("1. Results (paper Table 1 layout)")
     test, valid = inputs.metric("test"), inputs.metric("valid")
-    params = resolve({"model": cfg.to_dict()["model"]})
-    runs = [(f"This run: {system_label(params)}", data.label, test)] if test else []
+    runs = [(f"This run: {system_label(this_run.params)}", data.label, this_run.test)] if this_run else []
     if inputs.experiments.ok:
         others, _ = parse_experiments(inputs.experiments.value, inputs.experiments.path)
         runs += [(f"{system_label(e.params)} — {e.name}", _experiment_data_label(e), e.test)
@@ -129,14 +148,14 @@ def _results_section(inputs: RunInputs, cfg: Config, data: DatasetInfo) -> Secti
         section.blocks.append(_unavailable("test metrics", inputs.metrics["test"], HOW_EVALUATE))
     notes = [f"This run's data: {data.description}",
              "Published rows are copied from the paper (" + ", ".join(sorted({r.source for r in reference}))
-             + ") for the dataset named in the Data column."]
+             + ") for the dataset named in their Data column."]
     section.blocks.append(tables.comparison_table("Test results beside the paper's published numbers", runs,
                                                   reference, notes))
     docs = {name: doc for name, doc in (("valid", valid), ("test", test)) if doc}
     if docs:
         section.blocks.append(tables.metrics_table(docs))
     if test and test.get("per_seed"):
-        section.blocks.append(tables.per_seed_table(test))
+        section.blocks.append(tables.per_seed_table(test, seeds))
     return section
 
 
@@ -279,20 +298,24 @@ def build_report(cfg: Config, root: str | Path = ".", started_at: Optional[float
     data = describe_dataset(inputs.meta.value if inputs.meta.ok else None, cfg)
     test = inputs.metric("test")
     params = resolve({"model": cfg.to_dict()["model"]})
+    this_run = Experiment("this run", params, test) if test else None
+    seeds, seeds_from = _run_seeds(inputs, cfg)
+    seeds_text = f"seeds {seeds} ({seeds_from})"
     summary = [f"Data: {data.description}",
                f"System: {system_label(params)} (`model.name={cfg.model.name}`, `model.filter={cfg.model.filter}`, "
-               f"`model.fusion={cfg.model.fusion}`), seeds {list(cfg.train.seeds)}."]
+               f"`model.fusion={cfg.model.fusion}`), {seeds_text}."]
     if test:
         summary.append("Test (mean ± std over seeds): " + ", ".join(
             f"{tables.LABELS[k]} {tables.metric_cell(test, k)}" for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")))
     else:
         summary.append("Test metrics: not yet run.")
     sections = [
-        _results_section(inputs, cfg, data),
-        _experiment_section("2. Ablations (paper Table 3)", inputs, is_ablation, system_label,
-                            published.TABLE3_ABLATION_MOSI, "ablation experiments"),
-        _experiment_section("3. Fusion strategies (paper Table 4)", inputs, is_fusion_variant, fusion_label,
-                            published.TABLE4_FUSION_MOSI, "fusion experiments"),
+        _results_section(inputs, this_run, data, seeds),
+        _experiment_section("2. Ablations (paper Table 3)", "Ablations", inputs, this_run, data, is_ablation,
+                            system_label, published.TABLE3_ABLATION_MOSI, "ablation experiments",
+                            notes=[WO_MFM_NOTE]),
+        _experiment_section("3. Fusion strategies (paper Table 4)", "Fusion strategies", inputs, this_run, data,
+                            is_fusion_variant, fusion_label, published.TABLE4_FUSION_MOSI, "fusion experiments"),
         _robustness_section(inputs, cfg),
         _filter_section(inputs, cfg),
         _training_section(inputs, cfg),

@@ -24,7 +24,7 @@ def to_png(fig: Figure, dpi: int) -> bytes:
     """Render ``fig`` to PNG bytes (no timestamp or software tag, so bytes are stable)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -60,7 +60,13 @@ def panels_figure(panels: Sequence[Panel], dpi: int, ncols: int = 3) -> bytes:
             if panel.kind == "scatter":
                 ax.scatter(s.x, s.y, s=6, alpha=0.5, color=color[s.label], label=s.label)
             elif panel.kind == "bar":
-                ax.barh(np.asarray(s.y).astype(str), s.x, color=color[s.label], alpha=0.7, label=s.label)
+                cats = list(dict.fromkeys(str(c) for t in panel.series for c in t.y))  # categories, first-seen order
+                k = panel.series.index(s)
+                h = 0.8 / len(panel.series)
+                pos = [cats.index(str(c)) + (k - (len(panel.series) - 1) / 2) * h for c in s.y]
+                ax.barh(pos, s.x, height=h, color=color[s.label], label=s.label)
+                ax.set_yticks(range(len(cats)), cats)
+                ax.set_ylim(len(cats) - 0.5, -0.5)  # first category on top
             else:
                 ax.plot(s.x, s.y, marker="o" if len(s.x) < 30 else None, ms=3, color=color[s.label], label=s.label)
         ax.set_title(panel.title, fontsize=10)
@@ -76,15 +82,16 @@ def panels_figure(panels: Sequence[Panel], dpi: int, ncols: int = 3) -> bytes:
     return to_png(fig, dpi)
 
 
-def curves_figure(curves: dict[int, dict[str, pd.DataFrame]], dpi: int, max_panels: int = 12) -> bytes:
-    """Training curves: one panel per logged metric, one line per seed."""
+def curves_figure(curves: dict[int, dict[str, pd.DataFrame]], dpi: int, max_panels: int = 24) -> bytes:
+    """Training curves: one panel per logged metric (the first ``max_panels`` by name), one
+    line per seed."""
     names = sorted({name for per_seed in curves.values() for name in per_seed})[:max_panels]
     panels = []
     for name in names:
         series = [Series(f"seed {seed}", df["step"].to_numpy(), df["value"].to_numpy())
                   for seed, per_metric in sorted(curves.items()) if (df := per_metric.get(name)) is not None]
         panels.append(Panel(name, "step (epoch)", name.rsplit("/", 1)[-1], series))
-    return panels_figure(panels, dpi)
+    return panels_figure(panels, dpi, ncols=3 if len(panels) <= 9 else 4)
 
 
 def filter_figure(preds: pd.DataFrame, modalities: Sequence[str], dpi: int,
@@ -143,9 +150,13 @@ def scatter_figure(preds: pd.DataFrame, dpi: int) -> bytes:
     return to_png(fig, dpi)
 
 
-def confusion_figure(counts: np.ndarray, dpi: int) -> bytes:
-    """7-class confusion matrix (rows = true class), colour = row share, text = count."""
-    fig = Figure(figsize=(5.6, 4.8), layout="constrained")
+def confusion_figure(counts: np.ndarray, dpi: int, labels: Optional[Sequence[str]] = None,
+                     xlabel: str = "predicted class round(clip(y_M))", ylabel: str = "true class round(clip(y))") -> bytes:
+    """Confusion matrix (rows = true class), colour = row share, text = count; the 7
+    sentiment classes -3..3 unless ``labels`` are given."""
+    labels = [str(c) for c in CLASSES_7] if labels is None else list(labels)
+    k = len(labels)
+    fig = Figure(figsize=(max(4.0, 1.6 + 0.55 * k), max(3.4, 1.2 + 0.5 * k)), layout="constrained")
     ax = fig.subplots()
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
@@ -153,10 +164,10 @@ def confusion_figure(counts: np.ndarray, dpi: int) -> bytes:
     for (i, j), c in np.ndenumerate(counts):
         ax.text(j, i, str(c), ha="center", va="center", fontsize=8,
                 color="white" if share[i, j] > 0.6 else "black")
-    ticks = np.arange(len(CLASSES_7))
-    ax.set_xticks(ticks, [str(c) for c in CLASSES_7])
-    ax.set_yticks(ticks, [str(c) for c in CLASSES_7])
-    ax.set_xlabel("predicted class round(clip(y_M))")
-    ax.set_ylabel("true class round(clip(y))")
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, label="share of the true class")
     return to_png(fig, dpi)

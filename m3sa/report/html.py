@@ -25,13 +25,14 @@ code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: .
        padding: 0 .25em; border-radius: 3px; }
 ul.summary { padding-left: 1.2rem; }
 nav.toc { background: #f6f8fb; border: 1px solid var(--line); border-radius: 6px; padding: .5rem 1rem; margin: 1rem 0; }
-nav.toc ol { margin: .3rem 0; padding-left: 1.2rem; columns: 2; }
+nav.toc ul { margin: .3rem 0; padding-left: 0; list-style: none; columns: 2; }
 nav.toc a { color: var(--accent); text-decoration: none; }
 .table-wrap { overflow-x: auto; margin: .8rem 0 1.4rem; }
 table { border-collapse: collapse; font-size: .86rem; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding: .2rem 0 .4rem; }
+p.caption { font-weight: 600; margin: 0 0 .4rem; }
 th, td { padding: .28rem .6rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-th { background: #eef1f6; white-space: nowrap; }
+th { background: #eef1f6; }
+th.num { text-align: right; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 tr.run td:first-child { font-weight: 600; }
 tr.published td { color: var(--muted); background: #fafbfc; font-style: italic; }
@@ -48,12 +49,13 @@ figcaption { font-size: .85rem; color: var(--muted); margin-top: .3rem; }
   nav.toc { display: none; }
   h2 { break-after: avoid; }
   figure, .unavailable, tr { break-inside: avoid; }
+  p.caption { break-after: avoid; }
   .table-wrap { overflow: visible; }
   figure img { max-height: 190mm; width: auto; }
 }
 """
 
-_NUMERIC = re.compile(r"^[-+−]?[\d.,]+( ± [\d.,]+)?%?( \(n=\d+\))?$|^–$|^n/a$")
+_NUMERIC = re.compile(r"^[-+−]?[\d.,]+( ± [\d.,]+)?%?( \(n=\d+\))?$")
 
 
 def _inline(text: str) -> str:
@@ -62,18 +64,29 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
 
 
+def _numeric_columns(t: Table) -> list[bool]:
+    """A column is right-aligned when every cell is a number (dashes allowed)."""
+    cols = []
+    for j in range(len(t.header)):
+        cells = [row[j] for row in t.rows if row[j] not in ("–", "n/a")]
+        cols.append(j > 0 and bool(cells) and all(_NUMERIC.match(c) for c in cells))
+    return cols
+
+
 def _table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    numeric = _numeric_columns(t)
+    head = "".join(('<th class="num">' if numeric[j] else "<th>") + f"{html.escape(h)}</th>"
+                   for j, h in enumerate(t.header))
     body = []
     for i, row in enumerate(t.rows):
         kind = t.row_kinds[i] if i < len(t.row_kinds) else ""
         cls = f' class="{html.escape(kind)}"' if kind else ""
-        cells = "".join(f'<td class="num">{html.escape(c)}</td>' if j and _NUMERIC.match(c) else f"<td>{_inline(c)}</td>"
+        cells = "".join(f'<td class="num">{html.escape(c)}</td>' if numeric[j] else f"<td>{_inline(c)}</td>"
                         for j, c in enumerate(row))
         body.append(f"<tr{cls}>{cells}</tr>")
     notes = ("<ul class=\"notes\">" + "".join(f"<li>{_inline(n)}</li>" for n in t.notes) + "</ul>") if t.notes else ""
-    return (f'<div class="table-wrap"><table><caption>{_inline(t.caption)}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>{notes}</div>")
+    return (f'<div class="table-wrap"><p class="caption">{_inline(t.caption)}</p><table><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>")
 
 
 def _figure(f: Figure) -> str:
@@ -95,9 +108,9 @@ def render_html(doc: Document) -> str:
            f"<title>{html.escape(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
            f"<h1>{html.escape(doc.title)}</h1>",
            '<ul class="summary">' + "".join(f"<li>{_inline(s)}</li>" for s in doc.summary) + "</ul>",
-           '<nav class="toc"><strong>Contents</strong><ol>'
+           '<nav class="toc"><strong>Contents</strong><ul>'
            + "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in doc.sections)
-           + "</ol></nav>"]
+           + "</ul></nav>"]
     for section in doc.sections:
         out.append(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>')
         for block in section.blocks:

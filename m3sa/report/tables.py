@@ -90,14 +90,14 @@ def metrics_table(docs: dict[str, dict[str, Any]]) -> Table:
                  rows, notes=[CONVENTION_NOTE])
 
 
-def per_seed_table(doc: dict[str, Any], split: str = "test") -> Table:
-    """One row per seed of ``doc["per_seed"]``."""
+def per_seed_table(doc: dict[str, Any], seeds: Sequence[Any] = (), split: str = "test") -> Table:
+    """One row per entry of ``doc["per_seed"]``, labelled by its ``seed`` key, else by
+    ``seeds`` (the run's seeds in order) when the counts agree, else by position."""
+    entries = [e for e in doc.get("per_seed") or [] if isinstance(e, dict)]
     rows = []
-    for i, entry in enumerate(doc.get("per_seed") or []):
-        if not isinstance(entry, dict):
-            continue
-        metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else entry
-        rows.append([str(entry.get("seed", i)), *(fmt_metric(k, metrics.get(k)) for k in METRICS)])
+    for i, entry in enumerate(entries):
+        seed = entry.get("seed", seeds[i] if len(seeds) == len(entries) else f"#{i + 1}")
+        rows.append([str(seed), *(fmt_metric(k, entry.get(k)) for k in METRICS)])
     return Table(f"Per-seed {split} metrics", ["Seed", *(LABELS[k] for k in METRICS)], rows)
 
 
@@ -124,9 +124,9 @@ def filter_table(summaries: Sequence[FilterSummary], masks: Optional[dict[str, A
     """Per-modality filter statistics on test; planted ground truth columns when known."""
     hard = (masks or {}).get("hard_keep_rate") or {}
     with_gt = any(s.n_informative or s.n_noise for s in summaries)
-    header = ["Modality", "Mean s (this run)", "Mean s (published, CMU-MOSI)", "Kept (s > 0.5)", "Hard keep rate"]
+    header = ["Modality", "Mean s", "Mean s, published", "Kept (s > 0.5)", "Hard keep rate"]
     if with_gt:
-        header += ["Mean s, informative (planted)", "Mean s, noise (planted)", "AUC (s vs planted)"]
+        header += ["Mean s, informative", "Mean s, noise", "AUC"]
     rows = []
     for s in summaries:
         row = [s.modality, f"{s.mean:.3f}", _published_cell(published_mean.get(s.modality), 3), f"{s.keep_rate:.1%}",
@@ -137,11 +137,12 @@ def filter_table(summaries: Sequence[FilterSummary], masks: Optional[dict[str, A
                     f"{s.auc:.3f}" if s.auc is not None else DASH]
         rows.append(row)
     notes = ["s = share of the unimodal embedding kept (eq. 16; the paper's Mask1), 1 - s = share replaced by "
-             "the baseline embedding (Mask2). Pooled over seeds."]
+             "the baseline embedding (Mask2). This run's values are pooled over seeds; 'published' is M3SA (Soft) "
+             "on CMU-MOSI (section 4.2.4). Hard keep rate: from metrics/masks.json, hard filter only."]
     if with_gt:
-        notes.append("Planted ground truth of the embedded sample: 'informative' segments carry the sentiment in "
-                     "that modality, 'noise' segments do not. AUC 1.0 = the filter separates them perfectly, 0.5 = "
-                     "not at all.")
+        notes.append("Informative / noise: segments where the embedded sample's planted ground truth says the "
+                     "modality carries the sentiment / does not (n = segments, all seeds). AUC: ROC AUC of s for "
+                     "telling them apart (1.0 = perfectly, 0.5 = not at all).")
     return Table("Modality filter values on test (paper Figure 2, section 4.2.4)", header, rows, notes=notes)
 
 
