@@ -55,14 +55,24 @@ def child_floor(sample_dir: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "bytes": nbytes, "rss_mb": _peak_rss_mb()}
 
 
-def child_extract(sample_dir: str, out_dir: str, standardize: bool) -> dict:
+def child_extract(sample_dir: str, out_dir: str, standardize: bool, hash_inputs: bool = True) -> dict:
     from m3sa.config import DataConfig
     from m3sa.data.extract import extract
 
     cfg = DataConfig(source="sample", sample_dir=sample_dir, features_dir=out_dir, standardize=standardize)
     t0 = time.perf_counter()
-    meta = extract(cfg, progress=False)
+    meta = extract(cfg, progress=False, hash_inputs=hash_inputs)
     return {"seconds": time.perf_counter() - t0, "rss_mb": _peak_rss_mb(), "counts": meta["counts"]}
+
+
+def child_hash(sample_dir: str) -> dict:
+    """SHA-256 of the four input files alone (what meta.json's input hashes cost)."""
+    from m3sa.data.extract import _sha256
+
+    t0 = time.perf_counter()
+    for name in FILES:
+        _sha256(Path(sample_dir) / name)
+    return {"seconds": time.perf_counter() - t0, "rss_mb": _peak_rss_mb()}
 
 
 def _sdk_intersect(ref: np.ndarray, sub: np.ndarray, features: np.ndarray, epsilon: float = 1e-5):
@@ -178,21 +188,28 @@ def bench(size: str, workdir: Path, repeats: int) -> dict:
         print(f"[{size}] generated sample in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     input_mb = sum((sample_dir / f).stat().st_size for f in FILES) / 1e6
     _run_child("floor", str(sample_dir))  # warm the page cache
-    floor, ext = [], []
-    for _ in range(repeats):  # interleaved, so load changes hit both alike
+    floor, ext, nohash, hashing = [], [], [], []
+    for _ in range(repeats):  # interleaved, so load changes hit all alike
         floor.append(_run_child("floor", str(sample_dir)))
-        ext.append(_run_child("extract", str(sample_dir), str(workdir / f"features-{size}"), "1"))
+        ext.append(_run_child("extract", str(sample_dir), str(workdir / f"features-{size}"), "1", "1"))
+        nohash.append(_run_child("extract", str(sample_dir), str(workdir / f"features-{size}"), "1", "0"))
+        hashing.append(_run_child("hash", str(sample_dir)))
     check_dir = workdir / f"features-{size}-raw"
-    _run_child("extract", str(sample_dir), str(check_dir), "0")
+    _run_child("extract", str(sample_dir), str(check_dir), "0", "1")
     loop = _run_child("loop", str(sample_dir), str(workdir / f"loop-{size}.npz"), "50")
     cmp = _compare(check_dir, workdir / f"loop-{size}.npz")
     f_s = statistics.median(r["seconds"] for r in floor)
     e_s = statistics.median(r["seconds"] for r in ext)
+    n_s = statistics.median(r["seconds"] for r in nohash)
+    h_s = statistics.median(r["seconds"] for r in hashing)
     return {
         "size": size, "input_mb": round(input_mb, 1), "segments": sum(ext[0]["counts"].values()),
         "floor_s": round(f_s, 3), "floor_runs": [round(r["seconds"], 3) for r in floor],
         "extract_s": round(e_s, 3), "extract_runs": [round(r["seconds"], 3) for r in ext],
         "extract_rss_mb": round(max(r["rss_mb"] for r in ext), 1),
+        "extract_nohash_s": round(n_s, 3), "extract_nohash_runs": [round(r["seconds"], 3) for r in nohash],
+        "nohash_floor_ratio": round(n_s / f_s, 2),
+        "sha256_inputs_s": round(h_s, 3),
         "floor_rss_mb": round(max(r["rss_mb"] for r in floor), 1),
         "loop_s": round(loop["seconds"], 2), "loop_words": loop["words"],
         "floor_ratio": round(e_s / f_s, 2), "loop_speedup": round(loop["seconds"] / e_s, 1),
@@ -211,8 +228,10 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "floor":
             res = child_floor(rest[0])
+        elif kind == "hash":
+            res = child_hash(rest[0])
         elif kind == "extract":
-            res = child_extract(rest[0], rest[1], rest[2] == "1")
+            res = child_extract(rest[0], rest[1], rest[2] == "1", rest[3] == "1")
         else:
             res = child_loop(rest[0], rest[1], int(rest[2]))
         print(json.dumps(res))
@@ -223,17 +242,20 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
     print(f"# goals: extract <= {GOALS['floor_ratio']}x floor, >= {GOALS['loop_speedup']:.0f}x faster than the "
           f"per-word loop, peak RSS < {GOALS['rss_mb']:.0f} MB\n")
-    print("| size | input MB | segments | floor s (h5py read) | extract s | extract / floor | per-word loop s "
+    print("| size | input MB | segments | floor s (h5py read) | extract s | extract / floor "
+          "| extract s, no input hashing | that / floor | sha256 of inputs alone s | per-word loop s "
           "| loop / extract | extract peak RSS MB | max abs diff vs loop |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for size in args.sizes:
         r = bench(size, workdir, args.repeats)
         results.append(r)
         a = r["agreement"]
         print(f"| {size} | {r['input_mb']} | {r['segments']} | {r['floor_s']} | {r['extract_s']} | "
-              f"{r['floor_ratio']} | {r['loop_s']} | {r['loop_speedup']} | {r['extract_rss_mb']} | "
+              f"{r['floor_ratio']} | {r['extract_nohash_s']} | {r['nohash_floor_ratio']} | {r['sha256_inputs_s']} | "
+              f"{r['loop_s']} | {r['loop_speedup']} | {r['extract_rss_mb']} | "
               f"{a['max_abs_diff']:.2e} ({a['segments']} segments, {a['mismatches']} mismatched) |", flush=True)
+    print(f"\n# load average at the end: {os.getloadavg()[0]:.1f}")
     print("\n```json\n" + json.dumps(results, indent=1) + "\n```")
 
 

@@ -82,6 +82,12 @@ class ModelConfig:
     hard_beta: float = 2.0 / 3.0
     hard_gamma: float = -0.1
     hard_zeta: float = 1.1
+    # Comparison systems of the paper's Table 1 (docs/baselines.md).
+    tfn_hidden: int = 32
+    lmf_rank: int = 4
+    mult_layers: int = 1
+    mag_beta: float = 1.0
+    mag_layer: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,11 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "model.soft_lambda_warmup_epochs": (0, None),
     "model.filter_init_std": (0.0, None),
     "model.hard_beta": (1e-6, None),
+    "model.tfn_hidden": (1, None),
+    "model.lmf_rank": (1, None),
+    "model.mult_layers": (1, None),
+    "model.mag_beta": (0.0, None),
+    "model.mag_layer": (0, None),
     "train.epochs": (1, None),
     "train.batch_size": (1, None),
     "train.lr": (0.0, None),

@@ -38,6 +38,8 @@ def main(cfg: Config, args: argparse.Namespace) -> None:
         if code:
             sys.exit(code)
         return
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one log stream: rank 0's
     summary = train_all(cfg, metrics_path=METRICS_PATH)
     for row in summary["per_seed"]:
         log.info("seed %d: best %s %.4f at epoch %d of %d", row["seed"], row["select_metric"],

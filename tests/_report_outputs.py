@@ -18,7 +18,8 @@ TEST_STD = {k: 0.0123 for k in KEYS}
 
 
 def metrics_doc(mean: dict[str, float], std: dict[str, float]) -> dict:
-    per_seed = [{"seed": s, **{k: v + (0.01 if s else -0.01) for k, v in mean.items()}} for s in SEEDS]
+    """The shape m3sa.metrics.aggregate writes: per-seed rows carry no seed key."""
+    per_seed = [{k: v + (0.01 if s else -0.01) for k, v in mean.items()} for s in SEEDS]
     return {"mean": mean, "std": std, "per_seed": per_seed}
 
 
@@ -46,8 +47,10 @@ def write_outputs(root: Path, n_test: int = 60) -> None:
     _json(root / "metrics/robustness.json", {
         m: {"mean": {**TEST_MEAN, "mae": TEST_MEAN["mae"] + d}, "std": TEST_STD}
         for m, d in (("language", 0.5), ("acoustic", 0.01), ("visual", 0.05))})
-    _json(root / "metrics/train.json", {"device": "cpu", "wall_s": 12.5, "per_seed": [
-        {"seed": s, "best_epoch": 3 + s, "best_valid": 0.8 - 0.01 * s, "epochs": 5, "wall_s": 6.25} for s in SEEDS]})
+    _json(root / "metrics/train.json", {"select_metric": "mae", "device": "cpu", "world_size": 1, "mean": {"wall_s": 6.25},
+                                        "per_seed": [{"seed": s, "best_epoch": 3 + s, "best_valid": 0.8 - 0.01 * s,
+                                                      "best_valid_metrics": {"mae": 0.8}, "epochs_run": 5, "wall_s": 6.25,
+                                                      "device": "cpu"} for s in SEEDS]})
     rows = []
     for s in SEEDS:
         label = np.round(rng.uniform(-3, 3, n_test) * 5) / 5  # (N,) multiples of 0.2, some exact zeros
@@ -60,7 +63,7 @@ def write_outputs(root: Path, n_test: int = 60) -> None:
         for m in MODS:
             row[f"pred_{m}"] = (0.5 * label + rng.normal(0, 1, n_test)).astype(np.float32)
             row[f"filter_{m}"] = np.clip(np.where(gt[m], 0.9, 0.1) + rng.normal(0, 0.08, n_test), 0, 1).astype(np.float32)
-            row[f"gt_{m}"] = gt[m]
+            row[f"gt_{m}"] = pd.array([None if i == 0 else bool(g) for i, g in enumerate(gt[m])], dtype="boolean")
         rows.append(pd.DataFrame(row))
     (root / "predictions").mkdir(parents=True, exist_ok=True)
     pd.concat(rows, ignore_index=True).to_parquet(root / "predictions/test.parquet")

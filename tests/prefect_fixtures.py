@@ -144,10 +144,13 @@ def localize_toy_project(repo: Path) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    """A temporary Prefect API (SQLite in a temp dir) shared by the whole test session."""
+    """A temporary Prefect API (SQLite in a temp dir) shared by the whole test session.
+
+    It starts in about 7 s on an idle 2-core machine; the generous timeout covers a busy one.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=120):
         yield
 
 

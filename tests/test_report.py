@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from _report_outputs import TEST_MEAN, write_outputs
+from _report_outputs import write_outputs
 from m3sa.config import config_from_dict
 from m3sa.report import build_report, external_urls, render_html, render_markdown, write_report
 from m3sa.report import published
 from m3sa.report.build import describe_dataset
-from m3sa.report.document import Document, Figure, Paragraph, Section, Table, Unavailable
+from m3sa.report.document import Document, Paragraph, Section, Table, Unavailable
 from m3sa.report.dvcplots import offline_vega_template, plots_document
 from m3sa.report.experiments import fusion_label, from_exp_show, parse_experiments, resolve, system_label
 from m3sa.report.stats import confusion_7class, filter_summary
@@ -91,7 +91,8 @@ def test_report_has_every_table_and_figure(full_report):
     # data summary and provenance
     assert "| no words | 2 | vidB[0], vidB[1] |" in md and "| acoustic | 321 |" in md
     assert "| extract | python -m stages.extract |" in md and "| torch |" in md
-    assert "| train | 12.5 |" in md and "| extract | 4.2 |" in md
+    assert "| train | 12.5 |" in md and "| extract | 4.2 |" in md  # train: sum of per-seed wall_s
+    assert "| 1 | 47.4 | 51.1 |" in md  # per-seed rows labelled by the seeds in predictions/test.parquet
     assert md.count("](figures/") == len(FIGURES)
 
 
@@ -102,9 +103,11 @@ def test_filter_table_against_planted_truth(full_report):
     preds = pd.read_parquet(out.parent / "predictions/test.parquet")
     row = {r[0]: r for r in table.rows}
     for m in ("language", "acoustic", "visual"):
-        informative = preds.loc[preds[f"gt_{m}"], f"filter_{m}"].mean()
+        gt = preds[f"gt_{m}"]
+        informative = preds.loc[gt.fillna(False).astype(bool), f"filter_{m}"].mean()
         assert row[m][1] == f"{preds[f'filter_{m}'].mean():.3f}"
-        assert row[m][5].startswith(f"{informative:.3f} (n={int(preds[f'gt_{m}'].sum())})")
+        assert row[m][5] == f"{informative:.3f} (n={int(gt.sum())})"
+        assert int(row[m][6].split("n=")[1].rstrip(")")) == int((gt == False).sum())  # noqa: E712 (nullable)
     assert row["acoustic"][2] == "0.012"  # published (section 4.2.4)
 
 
@@ -405,3 +408,37 @@ def test_plots_and_collect_against_real_dvc(tmp_path):
     assert external_urls(page) == [] and page.count("<img ") == 1 and "HEAD, workspace" in page
     sh(env_py, "-m", "stages.collect")
     assert json.loads((tmp_path / "results/experiments.json").read_text()) == []
+
+
+def test_provenance_git_state_and_lock(tmp_path):
+    from m3sa.report import provenance
+
+    assert provenance.git_state(tmp_path) == ("not a git repository", None, 0)
+    git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "a.txt").write_text("a")
+    assert provenance.git_state(tmp_path) == ("no commit yet", True, 1)
+    subprocess.run([*git, "add", "a.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert provenance.git_state(tmp_path) == (head, False, 0)
+    (tmp_path / "a.txt").write_text("b")
+    assert provenance.git_state(tmp_path) == (head, True, 1)
+
+    entry = {"cmd": "python -m stages.train", "outs": [{"path": "models", "md5": "0123456789abcdef.dir"}]}
+    [stage] = provenance.lock_stages({"schema": "2.0", "stages": {"train": entry}})
+    assert stage == {"stage": "train", "cmd": "python -m stages.train", "digest": provenance.stage_digest(entry),
+                     "deps": 0, "outs": "models 01234567"}
+    assert provenance.stage_digest(entry) != provenance.stage_digest({**entry, "cmd": "other"})
+
+
+def test_find_wall_time_and_device():
+    from m3sa.report.provenance import find_device, find_wall_time
+
+    assert find_wall_time({"wall_s": 3}) == 3.0
+    assert find_wall_time({"timing": {"elapsed_s": 2.5}}) == 2.5
+    assert find_wall_time({"per_seed": [{"wall_s": 1.5}, {"wall_s": 2.0}]}) == 3.5
+    assert find_wall_time({"per_seed": [{"wall_s": 1.5}, {}]}) is None
+    assert find_wall_time({"wall_s": True}) is None and find_wall_time(None) is None
+    assert find_device({"per_seed": [{"device": "cuda:0"}]}, {"device": "cpu"}) == "cuda:0"
+    assert find_device(None, {}) is None

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -81,27 +82,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Hasher(threading.Thread):
-    """Hashes the input files beside the extraction (hashlib and file reads release the GIL)."""
+def _hash_files(paths: list[Path], conn: Any) -> None:
+    try:
+        conn.send(("ok", {p.name: _sha256(p) for p in paths}))
+    except OSError as err:
+        conn.send(("error", f"{err.filename}: cannot be read to hash it ({err.strerror})"))
+    finally:
+        conn.close()
+
+
+class _Hasher:
+    """SHA-256 of the input files, computed beside the extraction.
+
+    A forked process where the platform has fork (a thread would fight the main loop for the
+    GIL), a thread elsewhere. Hashing the inputs costs about as much CPU as reading them.
+    """
 
     def __init__(self, paths: list[Path]) -> None:
-        super().__init__(daemon=True)
-        self.paths = paths
-        self.digests: dict[str, str] = {}
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        try:
-            for p in self.paths:
-                self.digests[p.name] = _sha256(p)
-        except OSError as err:
-            self.error = err
+        if "fork" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("fork")
+            self._conn, child = ctx.Pipe(duplex=False)
+            self._worker: Any = ctx.Process(target=_hash_files, args=(paths, child), daemon=True)
+        else:  # pragma: no cover - platforms without fork
+            self._conn, child = multiprocessing.Pipe(duplex=False)
+            self._worker = threading.Thread(target=_hash_files, args=(paths, child), daemon=True)
+        self._worker.start()
+        if isinstance(self._worker, multiprocessing.process.BaseProcess):
+            child.close()
 
     def result(self) -> dict[str, str]:
-        self.join()
-        if self.error is not None:
-            raise DataError(f"{self.error.filename}: cannot be read to hash it ({self.error.strerror})")
-        return self.digests
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            raise DataError("hashing the input files failed (the hashing process ended early)") from None
+        finally:
+            self._worker.join()
+            self._conn.close()
+        if status != "ok":
+            raise DataError(value)
+        return value
+
+    def cancel(self) -> None:
+        if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
+            self._worker.terminate()
+            self._worker.join()
+        self._conn.close()
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -463,10 +488,11 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def extract(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
+def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True) -> dict[str, Any]:
     """Extract ``cfg.features_dir/{train,valid,test}.parquet`` and ``meta.json`` from CSD input.
 
-    Returns the meta dict written to ``meta.json`` (docs/architecture.md).
+    Returns the meta dict written to ``meta.json`` (docs/architecture.md). ``hash_inputs=False``
+    leaves ``meta["inputs"]`` empty (benchmarks use it to time the extraction proper).
     """
     t_start = time.perf_counter()
     inputs = resolve_inputs(cfg)
@@ -477,11 +503,11 @@ def extract(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
         labels = stack.enter_context(CSDReader(inputs.files["labels"]))  # type: ignore[arg-type]
         readers = {m: stack.enter_context(CSDReader(p)) for m in ("language", *FRAME_MODALITIES)
                    if (p := inputs.files[m]) is not None}
-        return _extract(cfg, inputs, labels, readers, progress, t_start)
+        return _extract(cfg, inputs, labels, readers, progress, hash_inputs, t_start)
 
 
 def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[str, CSDReader],
-             progress: bool, t_start: float) -> dict[str, Any]:
+             progress: bool, hash_inputs: bool, t_start: float) -> dict[str, Any]:
     videos = labels.videos()
     if not videos:
         raise CSDError(f"{labels.path}: no videos in the label file")
@@ -505,9 +531,6 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     hashed += [p for p in (inputs.folds_file, inputs.ground_truth) if p is not None]
     if cfg.folds not in ("mosi", "mosei", "random") and inputs.source == "csd":
         hashed.append(Path(cfg.folds))
-    hasher = _Hasher(hashed)
-    hasher.start()
-
     out = Path(cfg.features_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -524,6 +547,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     temps = [*raw.values(), *final.values(), out / ".meta.json.tmp"]
     two_pass = bool(frame_mods)  # pass 2 standardises and sets words without frames to 0
     writers: dict[str, _SplitWriter] = {}
+    hasher = _Hasher(hashed if hash_inputs else [])
     try:
         for s in SPLITS:
             writers[s] = _SplitWriter((raw if two_pass else final)[s], schema, dims, raw=two_pass)
@@ -570,6 +594,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     except OSError as err:
         raise OutputError(f"{out}: cannot write the features ({err.strerror or err})") from None
     finally:
+        hasher.cancel()
         for w in writers.values():
             w.abort()
         for t in temps:

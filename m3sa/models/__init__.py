@@ -19,6 +19,12 @@ REGISTRY: dict[str, str] = {
     "m3sa": "m3sa.models.m3sa:build",
     "late_fusion": "m3sa.models.late_fusion:build_late_fusion",
     "text_only": "m3sa.models.late_fusion:build_text_only",
+    "ef_lstm": "m3sa.models.ef_lstm:build",
+    "lf_lstm": "m3sa.models.lf_lstm:build",
+    "tfn": "m3sa.models.tfn:build",
+    "lmf": "m3sa.models.lmf:build",
+    "mult": "m3sa.models.mult:build",
+    "mag_bert": "m3sa.models.mag_bert:build",
 }
 
 Builder = Callable[[ModelConfig, dict[str, int], tuple[str, ...]], BaseModel]

@@ -4,7 +4,7 @@ Entry points: :func:`build_report` (a :class:`~m3sa.report.document.Document` fr
 outputs under a repository root; missing inputs become "not yet run" sections) and
 :func:`write_report` (Markdown, HTML and ``figures/*.png``). Modules: ``inputs`` (reading),
 ``experiments`` (Tables 3-4 entries), ``published`` (the paper's numbers), ``stats``,
-``tables``, ``figures``, ``provenance``, ``document``, ``markdown``, ``html``,
+``tables``, ``figures``, ``provenance``, ``document``, ``markdown``, ``html``, ``build``,
 ``dvcplots`` (offline rendering of ``dvc plots`` output).
 """
 

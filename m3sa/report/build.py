@@ -9,7 +9,6 @@ figures.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from m3sa.report.html import render_html
 from m3sa.report.inputs import Input, RunInputs, RunPaths
 from m3sa.report.markdown import render_markdown
 from m3sa.report.stats import confusion_7class, filter_summary
-
-log = logging.getLogger(__name__)
 
 HOW_EVALUATE = "Produce it with `dvc repro evaluate` (or `python -m stages.evaluate`)."
 HOW_TRAIN = "Produce it with `dvc repro train` (or `python -m stages.train`)."
@@ -90,23 +87,21 @@ def _experiment_data_label(e: Experiment) -> str:
 def _same_run(a: Experiment, b: Experiment) -> bool:
     """Same model params and identical test means: one run listed twice (e.g. this run and
     the committed baseline that ``dvc exp show`` also lists)."""
-    model = lambda e: {k: v for k, v in e.params.items() if k.startswith("model.")}  # noqa: E731
+    def model(e: Experiment) -> dict[str, Any]:
+        return {k: v for k, v in e.params.items() if k.startswith("model.")}
+
     return model(a) == model(b) and a.test.get("mean") == b.test.get("mean")
 
 
-def _experiment_section(title: str, table_name: str, inputs: RunInputs, this_run: Optional[Experiment],
-                        data: DatasetInfo, select: Callable[[dict[str, Any]], bool],
+def _experiment_section(title: str, table_name: str, inputs: RunInputs, experiments: Sequence[Experiment],
+                        this_run: Optional[Experiment], data: DatasetInfo, select: Callable[[dict[str, Any]], bool],
                         label: Callable[[dict[str, Any]], str], reference: Sequence[published.PublishedRow],
                         what: str, notes: Sequence[str] = ()) -> Section:
     """Paper Table 3 or 4: the experiments that ``select`` accepts (this run among them
     when it qualifies) beside the published rows; "not yet run" when there are none."""
     section = Section(title)
     exp_input = inputs.experiments
-    experiments: list[Experiment] = []
     notes = list(notes)
-    if exp_input.ok:
-        experiments, skipped = parse_experiments(exp_input.value, exp_input.path)
-        notes += skipped
     chosen = [e for e in experiments if select(e.params)]
     if this_run is not None and select(this_run.params):
         chosen = [this_run] + [e for e in chosen if not _same_run(e, this_run)]
@@ -134,15 +129,13 @@ def _run_seeds(inputs: RunInputs, cfg: Config) -> tuple[list[Any], str]:
     return list(cfg.train.seeds), "params.yaml"
 
 
-def _results_section(inputs: RunInputs, this_run: Optional[Experiment], data: DatasetInfo,
-                     seeds: list[Any]) -> Section:
+def _results_section(inputs: RunInputs, experiments: Sequence[Experiment], this_run: Optional[Experiment],
+                     data: DatasetInfo, seeds: list[Any]) -> Section:
     section = Section("1. Results (paper Table 1 layout)")
     test, valid = inputs.metric("test"), inputs.metric("valid")
     runs = [(f"This run: {system_label(this_run.params)}", data.label, this_run.test)] if this_run else []
-    if inputs.experiments.ok:
-        others, _ = parse_experiments(inputs.experiments.value, inputs.experiments.path)
-        runs += [(f"{system_label(e.params)} — {e.name}", _experiment_data_label(e), e.test)
-                 for e in others if e.params.get("model.name") != "m3sa"]
+    runs += [(f"{system_label(e.params)} — {e.name}", _experiment_data_label(e), e.test)
+             for e in experiments if e.params.get("model.name") != "m3sa"]
     reference = published.results_table(data.paper) if data.paper else published.TABLE1_MOSI + published.TABLE2_MOSEI
     if test is None:
         section.blocks.append(_unavailable("test metrics", inputs.metrics["test"], HOW_EVALUATE))
@@ -208,8 +201,10 @@ def _filter_section(inputs: RunInputs, cfg: Config) -> Section:
 def _training_section(inputs: RunInputs, cfg: Config) -> Section:
     section = Section("6. Training curves")
     if inputs.curves.ok:
-        section.blocks.append(Figure("training_curves", "Metrics logged per epoch by dvclive, one line per seed "
-                                     f"(`{inputs.curves.path}/seed_<s>/plots/metrics`).",
+        n = len({name for per_seed in inputs.curves.value.values() for name in per_seed})
+        shown = f" (the first {figures.MAX_CURVES} of {n} by name)" if n > figures.MAX_CURVES else ""
+        section.blocks.append(Figure("training_curves", f"Metrics logged per epoch by dvclive{shown}, one line per "
+                                     f"seed (`{inputs.curves.path}/seed_<s>/plots/metrics`).",
                                      figures.curves_figure(inputs.curves.value, cfg.report.dpi)))
     else:
         section.blocks.append(_unavailable("training curves", inputs.curves, HOW_TRAIN))
@@ -309,13 +304,16 @@ def build_report(cfg: Config, root: str | Path = ".", started_at: Optional[float
             f"{tables.LABELS[k]} {tables.metric_cell(test, k)}" for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")))
     else:
         summary.append("Test metrics: not yet run.")
+    experiments, skipped = (parse_experiments(inputs.experiments.value, inputs.experiments.path)
+                            if inputs.experiments.ok else ([], []))
     sections = [
-        _results_section(inputs, this_run, data, seeds),
-        _experiment_section("2. Ablations (paper Table 3)", "Ablations", inputs, this_run, data, is_ablation,
-                            system_label, published.TABLE3_ABLATION_MOSI, "ablation experiments",
-                            notes=[WO_MFM_NOTE]),
-        _experiment_section("3. Fusion strategies (paper Table 4)", "Fusion strategies", inputs, this_run, data,
-                            is_fusion_variant, fusion_label, published.TABLE4_FUSION_MOSI, "fusion experiments"),
+        _results_section(inputs, experiments, this_run, data, seeds),
+        _experiment_section("2. Ablations (paper Table 3)", "Ablations", inputs, experiments, this_run, data,
+                            is_ablation, system_label, published.TABLE3_ABLATION_MOSI, "ablation experiments",
+                            notes=[WO_MFM_NOTE, *skipped]),
+        _experiment_section("3. Fusion strategies (paper Table 4)", "Fusion strategies", inputs, experiments,
+                            this_run, data, is_fusion_variant, fusion_label, published.TABLE4_FUSION_MOSI,
+                            "fusion experiments", notes=skipped),
         _robustness_section(inputs, cfg),
         _filter_section(inputs, cfg),
         _training_section(inputs, cfg),

@@ -75,6 +75,8 @@ def panels_figure(panels: Sequence[Panel], dpi: int, ncols: int = 3) -> bytes:
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
+        if panel.kind != "bar":
+            ax.ticklabel_format(axis="y", useOffset=False)  # a flat curve reads 1.0, not 1e-7 + 1
         if 1 < len(panel.series) <= 10:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
@@ -82,7 +84,10 @@ def panels_figure(panels: Sequence[Panel], dpi: int, ncols: int = 3) -> bytes:
     return to_png(fig, dpi)
 
 
-def curves_figure(curves: dict[int, dict[str, pd.DataFrame]], dpi: int, max_panels: int = 24) -> bytes:
+MAX_CURVES = 24
+
+
+def curves_figure(curves: dict[int, dict[str, pd.DataFrame]], dpi: int, max_panels: int = MAX_CURVES) -> bytes:
     """Training curves: one panel per logged metric (the first ``max_panels`` by name), one
     line per seed."""
     names = sorted({name for per_seed in curves.values() for name in per_seed})[:max_panels]

@@ -46,6 +46,8 @@ figcaption { font-size: .85rem; color: var(--muted); margin-top: .3rem; }
 @media print {
   @page { margin: 14mm; }
   body { max-width: none; padding: 0; font-size: 10pt; }
+  table { font-size: 7.5pt; max-width: 100%; }
+  th, td { padding: .15rem .3rem; overflow-wrap: anywhere; }
   nav.toc { display: none; }
   h2 { break-after: avoid; }
   figure, .unavailable, tr { break-inside: avoid; }

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import platform
 import subprocess
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-log = logging.getLogger(__name__)
-
 PACKAGES = ("m3sa", "torch", "transformers", "numpy", "pandas", "pyarrow", "scikit-learn", "h5py", "matplotlib",
             "dvc", "dvclive", "prefect")
 WALL_KEYS = ("wall_s", "wall_time_s", "elapsed_s", "duration_s", "seconds")
-
-
-@dataclass
-class Provenance:
-    commit: str
-    dirty: Optional[bool]
-    dirty_files: int
-    params_digest: str
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    packages: dict[str, str] = field(default_factory=dict)
-    device: str = "not recorded"
-    wall_s: dict[str, float] = field(default_factory=dict)
 
 
 def _git(root: Path, *args: str) -> Optional[str]:

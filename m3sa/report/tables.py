@@ -170,20 +170,53 @@ def _fmt_scalar(v: Any) -> str:
 def data_tables(meta: dict[str, Any]) -> list[Table]:
     """Segments per split, dropped segments by reason, non-finite values, feature widths."""
     counts = meta.get("counts") or {}
-    total = sum(v for v in counts.values() if isinstance(v, int))
-    tables = [Table("Segments per split", ["Split", "Segments"],
-                    [[str(k), str(v)] for k, v in counts.items()] + [["total", str(total)]])]
+    videos = meta.get("videos") if isinstance(meta.get("videos"), dict) else None
+    header, rows = ["Split", "Segments"], [[str(k), str(v)] for k, v in counts.items()]
+    rows.append(["total", str(sum(v for v in counts.values() if isinstance(v, int)))])
+    if videos:
+        header.append("Videos")
+        for row in rows:
+            n = videos.get(row[0]) if row[0] != "total" else sum(v for v in videos.values() if isinstance(v, int))
+            row.append(DASH if n is None else str(n))
+    tables = [Table("Segments per split", header, rows)]
     dropped = [d for d in meta.get("dropped") or [] if isinstance(d, dict)]
     by_reason = Counter(str(d.get("reason", "unknown")) for d in dropped)
     rows = []
     for reason, n in by_reason.most_common():
         ids = [str(d.get("segment_id")) for d in dropped if str(d.get("reason", "unknown")) == reason]
         rows.append([reason, str(n), ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")])
-    tables.append(Table(f"Dropped segments ({len(dropped)})", ["Reason", "Segments", "Examples"], rows))
+    tables.append(Table(f"Dropped segments ({len(dropped)})", ["Reason", "Segments", "Examples"],
+                        rows or [["none dropped", "0", DASH]]))
     nonfinite = meta.get("nonfinite") or {}
     tables.append(Table("Non-finite feature values replaced (NaN, ±inf)", ["Modality", "Values"],
                         [[str(k), str(v)] for k, v in nonfinite.items()]))
     dims = {"language": "text (words)", **{k: f"{v}-d" for k, v in (meta.get("dims") or {}).items()}}
     tables.append(Table("Modalities", ["Modality", "Features"],
                         [[m, dims.get(m, DASH)] for m in meta.get("modalities") or []]))
+    other = _other_counts(meta)
+    if other:
+        tables.append(key_value_table("Other extraction records (meta.json)", other, header=("Key", "Value")))
     return tables
+
+
+_SHOWN_META = {"format", "version", "source", "align", "modalities", "dims", "counts", "videos", "dropped", "nonfinite",
+               "standardization", "inputs", "params", "has_ground_truth", *("wall_s", "wall_time_s", "elapsed_s",
+                                                                           "duration_s", "seconds", "timing")}
+
+
+def _other_counts(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json entries the tables above do not show: scalars, one level of mapping
+    (``key.sub``), and lists by their length."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key in _SHOWN_META:
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+            if not value:
+                out[key] = "none"
+        elif isinstance(value, list):
+            out[key] = f"{len(value)} entries" + (": " + ", ".join(map(str, value[:5])) if value else "")
+        else:
+            out[key] = value
+    return out
