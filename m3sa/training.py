@@ -215,7 +215,7 @@ class Trainer:
             net = DDP(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                       find_unused_parameters=True)
         if cfg.train.compile:
-            net = torch.compile(net)
+            net = torch.compile(net, dynamic=True)  # batches vary in length: one graph with symbolic shapes
         self.net = net
         fused = rt.device.type == "cuda"
         text = list(model.text_parameters())

@@ -15,7 +15,7 @@ The champion record, ``champion.json`` at the project root, is versioned by git;
 && dvc checkout`` or ``dvc pull`` restores it). A candidate that is not promoted stays in
 the workspace and in ``dvc exp show`` under its name; HEAD keeps the champion.
 
-Run locally, no server needed: ``python -m pipelines.retrain [--pull]``.
+Run locally, no server needed: ``python -m pipelines.retrain [--pull] [--push]``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from pipelines._dvc import DvcError, describe_status, experiments, git, run_dvc, status  # noqa: E402
+from pipelines._dvc import DvcError, describe_status, experiments, git, run_command, run_dvc, status  # noqa: E402
 from pipelines.pipeline import retry_options, retry_transient  # noqa: E402
 
 CHAMPION_FILE = "champion.json"
@@ -216,6 +216,15 @@ def promote(project_dir: str, name: str, rev: str, champion: Champion) -> str:
     return commit
 
 
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[10, 30])
+def publish(project_dir: str, tag: str, git_remote: str = "origin") -> None:
+    """``dvc push`` (the champion's cached outputs to the default DVC remote), then push the
+    promotion commit and its tag to ``git_remote``, so a throw-away worker loses nothing."""
+    logger = get_run_logger()
+    run_dvc(["push"], project_dir, logger)
+    run_command(["git", "push", git_remote, "HEAD", tag], project_dir, logger)
+
+
 # ------------------------------------------------------------------ flow
 
 
@@ -265,12 +274,13 @@ def _now() -> str:
 @flow(name="m3sa-retrain")
 def retrain(project_dir: str = ".", pull_first: bool = False, experiment_name: str | None = None,
             metric: str | None = None, lock_timeout: float = 600.0, retries: int = 1,
-            retry_delay_seconds: float = 30.0) -> RetrainResult:
+            retry_delay_seconds: float = 30.0, push: bool = False, git_remote: str = "origin") -> RetrainResult:
     """Retrain when data or params changed; promote the new model only when it is better.
 
     Steps: lock, [dvc pull], dvc status, dvc exp run -n <name>, compare validation
     ``metric`` (default ``train.select_metric``) with champion.json, promote (dvc exp apply,
-    git commit, tag ``champion-<n>``) or keep, write the summary artifact.
+    git commit, tag ``champion-<n>``; with ``push``, also dvc push and git push to
+    ``git_remote``) or keep, write the summary artifact.
     """
     logger = get_run_logger()
     root = str(Path(project_dir).resolve())
@@ -308,6 +318,8 @@ def retrain(project_dir: str = ".", pull_first: bool = False, experiment_name: s
                                metric_file=METRIC_FILE, metric=name_metric, value=candidate,
                                lower_is_better=lower, promoted_at=_now())
                 commit = promote(root, name, exp["rev"], new)
+                if push:
+                    publish(root, new.tag, git_remote)
                 result = RetrainResult("promoted", change_lines, name_metric, name, candidate, before, new, commit)
             else:
                 logger.info("candidate %s %s=%.4f is not better than the champion's %s; champion kept",
@@ -326,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="experiment name (default: retrain-<UTC time>)")
     parser.add_argument("--metric", help="validation metric to compare (default: train.select_metric)")
     parser.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for a running retrain")
+    parser.add_argument("--push", action="store_true", help="after a promotion: dvc push, git push commit and tag")
+    parser.add_argument("--git-remote", default="origin", help="git remote of --push (default: origin)")
     args = parser.parse_args(argv)
-    state = retrain(args.project_dir, args.pull, args.name, args.metric, args.lock_timeout, return_state=True)
+    state = retrain(args.project_dir, args.pull, args.name, args.metric, args.lock_timeout,
+                    push=args.push, git_remote=args.git_remote, return_state=True)
     if not state.is_completed():
         print(f"error: {state.message}", file=sys.stderr)
         return 1

@@ -17,12 +17,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def default_env(root: Path = PROJECT_ROOT) -> dict[str, str]:
     """The environment defaults: local state under ``<root>/.cache/prefect``, no telemetry,
-    headless temporary server, the project's loggers shown in the Prefect run log (and no
-    warning when they log outside a run)."""
+    a headless temporary server given time to create its database, and the project's
+    loggers shown in the Prefect run log (no warning when they log outside a run)."""
     return {
         "PREFECT_HOME": str(root / ".cache" / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
+        # the first start creates the database: about 14 s on an idle 2-core machine
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_LOGGING_EXTRA_LOGGERS": "m3sa,pipelines",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }

@@ -183,3 +183,17 @@ def test_pull_restores_outputs_from_the_remote(toy_project, tmp_path):
     result = retrain(str(toy_project), pull_first=True)
     assert result.outcome == "nothing-to-do"
     assert json.loads((toy_project / "model.json").read_text()) == {"weights": [0.5] * 3}
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_promotion_is_pushed_to_the_git_and_dvc_remotes(toy_project, tmp_path):
+    sh(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)
+    sh(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], toy_project)
+    sh(["git", "push", "-q", "origin", "main"], toy_project)
+    sh(["dvc", "remote", "add", "--local", "-d", "store", str(tmp_path / "remote")], toy_project)
+    set_lr(toy_project, 0.2)
+    result = retrain(str(toy_project), push=True)
+    assert result.outcome == "promoted"
+    remote_refs = git_out(["ls-remote", "origin"], toy_project)
+    assert f"{result.commit}\trefs/heads/main" in remote_refs and "refs/tags/champion-1" in remote_refs
+    assert json.loads(sh(["dvc", "status", "--cloud", "--json"], toy_project).stdout or "{}") == {}

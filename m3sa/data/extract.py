@@ -6,10 +6,11 @@ the mean of the acoustic/visual frames overlapping it (DESIGN section 2); with `
 frame sequences are kept (every ``downsample``-th frame, at most ``max_frames``).
 
 The extractor streams one video at a time, so memory does not grow with the number of
-videos. Pass 1 writes unstandardised rows per split to temporary Parquet files while
-merging train-split statistics (Chan et al.'s parallel mean/variance); pass 2 rewrites
-them standardised with those statistics. Outputs appear only once complete (temp file,
-then rename); on any error no partial output remains.
+videos. Pass 1 writes unstandardised rows per split to temporary Arrow files while merging
+train-split statistics (Chan et al.'s parallel mean/variance); pass 2 rewrites them as
+Parquet, standardised with those statistics, one batch at a time. Outputs appear only once
+complete (temp file, then rename); on any error no partial output remains. The input files'
+SHA-256 (for meta.json) is computed in a separate process meanwhile.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from m3sa.errors import ConfigError, CSDError, DataError, OutputError
 log = logging.getLogger(__name__)
 
 LABEL_RANGE = 3.0
-_FLUSH_BYTES = 8 << 20  # buffered output per split before a batch is written (bounds memory)
+_FLUSH_BYTES = 4 << 20  # buffered output per split before a batch is written (bounds memory)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -99,10 +100,13 @@ class _Hasher:
     """
 
     def __init__(self, paths: list[Path]) -> None:
+        self._worker: Any = None
+        if not paths:
+            return
         if "fork" in multiprocessing.get_all_start_methods():
             ctx = multiprocessing.get_context("fork")
             self._conn, child = ctx.Pipe(duplex=False)
-            self._worker: Any = ctx.Process(target=_hash_files, args=(paths, child), daemon=True)
+            self._worker = ctx.Process(target=_hash_files, args=(paths, child), daemon=True)
         else:  # pragma: no cover - platforms without fork
             self._conn, child = multiprocessing.Pipe(duplex=False)
             self._worker = threading.Thread(target=_hash_files, args=(paths, child), daemon=True)
@@ -111,6 +115,8 @@ class _Hasher:
             child.close()
 
     def result(self) -> dict[str, str]:
+        if self._worker is None:
+            return {}
         try:
             status, value = self._conn.recv()
         except EOFError:
@@ -123,6 +129,8 @@ class _Hasher:
         return value
 
     def cancel(self) -> None:
+        if self._worker is None:
+            return
         if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
             self._worker.terminate()
             self._worker.join()
@@ -270,7 +278,7 @@ def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, dims: dict[st
     sequence columns (stats=None: only words without frames are set to 0)."""
     norm = {m: (stats[m].mean, stats[m].std()) if stats is not None else (np.zeros(dim), np.ones(dim))
             for m, dim in dims.items()}
-    with pa.memory_map(str(src)) as source, _parquet_writer(dst, schema) as writer:
+    with pa.OSFile(str(src)) as source, _parquet_writer(dst, schema) as writer:  # one batch in memory at a time
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
@@ -391,7 +399,6 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
                  gt: dict[str, dict[str, bool]] | None) -> _Chunk:
     """The kept segments of one video: words, aligned sequences, labels; drops go to report."""
     y, seg_iv = _labels_of(streams.labels, video, cfg.label_column)
-    n = len(y)
     length = seg_iv[:, 1].astype(np.float64) - seg_iv[:, 0]
     keep = np.isfinite(length) & (length > EPSILON)
     for k in np.flatnonzero(~keep):
@@ -442,10 +449,11 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
     kept = np.flatnonzero(keep)
     seqs: dict[str, list[np.ndarray]] = {}
     for m in streams.dims:
-        x, fiv = data[m] if kept.size else (np.zeros((0, streams.dims[m]), np.float32), np.zeros((0, 2)))
         if not kept.size:
             seqs[m] = []
-        elif cfg.align == "words":
+            continue
+        x, fiv = data[m]
+        if cfg.align == "words":
             used = _union([words_of[k] for k in kept], len(tokens))
             means, replaced, empty = _word_means(x, fiv, data["language"][1][used], cfg.nonfinite_value)
             report.nonfinite[m] += replaced

@@ -47,6 +47,13 @@ def features_schema(modalities: Iterable[str], has_ground_truth: bool) -> pa.Sch
     return pa.schema(fields, metadata={b"m3sa": json.dumps({"format": FORMAT, "version": VERSION}).encode()})
 
 
+def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """Type equality that ignores list item names (Parquet writes "element", Arrow "item")."""
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return _same_type(a.value_type, b.value_type)
+    return a.equals(b)
+
+
 def read_meta(features_dir: str | Path) -> dict[str, Any]:
     """``meta.json`` of an extracted dataset, checked for the keys training relies on."""
     path = Path(features_dir) / "meta.json"
@@ -90,7 +97,7 @@ def read_split(features_dir: str | Path, split: str, meta: dict[str, Any] | None
         idx = schema.get_field_index(field.name)
         if idx < 0:
             raise DataError(f"{path}: column '{field.name}' is missing; rerun `python -m stages.extract`")
-        if not schema.field(idx).type.equals(field.type):
+        if not _same_type(schema.field(idx).type, field.type):
             raise DataError(f"{path}: column '{field.name}' has type {schema.field(idx).type}, "
                             f"expected {field.type}; rerun `python -m stages.extract`")
     try:
