@@ -34,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
 
 from m3sa.config import load_params  # noqa: E402
 from m3sa.predict import Predictor  # noqa: E402
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(["python benchmarks/predict_bench.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"Command: `{cmd.strip()}`\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only.")
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only; load average "
+          f"{os.getloadavg()[0]:.1f} at the start (other processes share the cores).")
     mc = pred.config.model
     print(f"Model: {mc.name}, text encoder `{mc.text_encoder}`, dim {mc.dim}, filter {mc.filter}, "
           f"fusion {mc.fusion}; {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters.")

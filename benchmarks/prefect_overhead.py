@@ -6,7 +6,8 @@ settings, runs it once, then times, ``--repeats`` times each, in one run:
 - no-op: ``dvc repro`` with everything up to date, against the flow
   (``pipelines.pipeline``) in a process whose Prefect API is already up, and against
   ``python -m pipelines.pipeline`` in a fresh process (imports plus a temporary server);
-- tiny full run: ``dvc repro --force`` against the flow with ``force=True``.
+- tiny full run: ``dvc repro --force`` against the flow with ``force=True``, each after
+  deleting the persisted checkpoints (``train.models_dir``), so training starts over.
 
 Writes a markdown table (medians, ratios) to ``--out`` (default docs/benchmarks-prefect.md).
 Usage: ``python benchmarks/prefect_overhead.py [--repeats 3] [--out PATH]``.
@@ -75,9 +76,12 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def timed(fn, repeats: int) -> list[float]:
+def timed(fn, repeats: int, prepare=None) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn``; ``prepare`` runs untimed before each."""
     out = []
     for _ in range(repeats):
+        if prepare is not None:
+            prepare()
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
@@ -106,12 +110,19 @@ def main() -> None:
         sh(cold_cmd, ROOT)  # creates the Prefect database once: not part of the timings
         pipeline(str(repo))  # starts this process's temporary server
 
+        models = repo / yaml.safe_load((repo / "params.yaml").read_text())["train"]["models_dir"]
+
+        def from_scratch() -> None:  # checkpoints persist across runs (resume): start over
+            shutil.rmtree(models, ignore_errors=True)
+
         rows = {
             "no-op: dvc repro": timed(lambda: sh([dvc, "repro"], repo), args.repeats),
             "no-op: flow, API up": timed(lambda: pipeline(str(repo)), args.repeats),
             "no-op: flow, fresh process": timed(lambda: sh(cold_cmd, ROOT), args.repeats),
-            "tiny full run: dvc repro --force": timed(lambda: sh([dvc, "repro", "--force"], repo), args.repeats),
-            "tiny full run: flow force=True, API up": timed(lambda: pipeline(str(repo), force=True), args.repeats),
+            "tiny full run: dvc repro --force": timed(lambda: sh([dvc, "repro", "--force"], repo), args.repeats,
+                                                      from_scratch),
+            "tiny full run: flow force=True, API up": timed(lambda: pipeline(str(repo), force=True), args.repeats,
+                                                            from_scratch),
         }
         load_after = os.getloadavg()
     finally:

@@ -18,13 +18,14 @@ and filter_<m> (share of x_m kept by the modality filter, eq. 16-21).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,18 @@ log = logging.getLogger(__name__)
 
 #: ``data.files`` keys per modality.
 FILE_KEYS = {"language": "words", "acoustic": "acoustic", "visual": "visual", "labels": "labels"}
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Hide ``logger``'s warnings for the duration of the block."""
+    lg = logging.getLogger(logger)
+    before = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(before)
 
 
 # ---------------------------------------------------------------- standardisation
@@ -293,7 +306,8 @@ class Predictor:
             folds.write_text(json.dumps({"train": labelled}))
             dcfg = dataclasses.replace(self.config.data, source="csd", csd_dir=str(csd_dir), files=names,
                                        folds=str(folds), standardize=False, features_dir=str(Path(tmp) / "features"))
-            meta = extract(dcfg, progress=False, hash_inputs=False)
+            with _quiet("m3sa.data.folds"):  # "labelled videos in no fold": those not asked for
+                meta = extract(dcfg, progress=False, hash_inputs=False)
             table = pq.read_table(Path(dcfg.features_dir) / "train.parquet")
         if meta["dropped"]:
             reasons = Counter(d["reason"].split(" (")[0] for d in meta["dropped"])

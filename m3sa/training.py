@@ -217,7 +217,7 @@ class Trainer:
         if cfg.train.compile:
             net = torch.compile(net, dynamic=True)  # batches vary in length: one graph with symbolic shapes
         self.net = net
-        fused = rt.device.type == "cuda"
+        fused = rt.device.type in ("cpu", "cuda")  # fused Adam kernels: about 5x faster than the loop on CPU
         text = list(model.text_parameters())
         self.all_params = [p for p in model.parameters() if p.requires_grad]
         self.opt_all = build_optimizer(cfg.train, self.all_params, text, fused)

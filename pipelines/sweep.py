@@ -116,6 +116,13 @@ class VariantResult:
     metrics: dict[str, dict[str, Any]]
 
 
+def headline(message: str) -> str:
+    """The telling line of a failure message: DVC's last ``ERROR:`` line, else the first line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return errors[-1] if errors else (lines[0] if lines else "")
+
+
 def summary_markdown(results: list[VariantResult], failed: dict[str, str]) -> str:
     """A table of the variants and their metrics (columns of ``SUMMARY_METRICS`` present)."""
     columns = [(f, k) for f, k in SUMMARY_METRICS if any(k in r.metrics.get(f, {}) for r in results)]
@@ -128,7 +135,7 @@ def summary_markdown(results: list[VariantResult], failed: dict[str, str]) -> st
             cells.append("" if value is None else f"{value:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     if failed:
-        lines += ["", "## Failed", ""] + [f"- `{n}`: {msg.splitlines()[0]}" for n, msg in failed.items()]
+        lines += ["", "## Failed", ""] + [f"- `{n}`: {headline(msg)}" for n, msg in failed.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -195,9 +202,9 @@ def sweep(project_dir: str = ".", grid: str | dict[str, list[str]] = "table3", v
         failed = _run_variants.with_options(task_runner=runner)(root, runs, copy_paths, overwrite,
                                                                 retries, retry_delay_seconds)
     head = git(["rev-parse", "HEAD"], root)
-    rows = {r.name: r for r in experiments(root) if r.baseline == head and r.name in runs}
+    rows = {r.name: r for r in experiments(root) if r.baseline == head and r.rev != head and r.name in runs}
     results = []
-    for (variant, overrides), name in zip(table.items(), runs):
+    for variant, name in zip(table, runs):
         if name in failed:
             continue
         row = rows.get(name)
@@ -207,7 +214,7 @@ def sweep(project_dir: str = ".", grid: str | dict[str, list[str]] = "table3", v
                              description=f"m3sa sweep: {len(results)} done, {len(failed)} failed")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(runs)} experiment(s) failed: "
-                           + "; ".join(f"{n}: {m.splitlines()[0]}" for n, m in failed.items()))
+                           + "; ".join(f"{n}: {headline(m)}" for n, m in failed.items()))
     return results
 
 

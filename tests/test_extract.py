@@ -89,6 +89,18 @@ def test_train_features_are_standardised_with_train_statistics(extracted):
     assert abs(st["mean"][0] - 150) < 20  # F0-like feature, raw scale
 
 
+def test_valid_and_test_use_the_train_statistics(tiny, extracted, tmp_path):
+    out, meta = extracted
+    raw = tmp_path / "raw"
+    extract(sample_cfg(tiny, raw, standardize=False), progress=False)
+    for split in SPLITS:
+        for m, dim in meta["dims"].items():
+            z, _ = sequence_values(read_split(out, split).column(m), dim)
+            x, _ = sequence_values(read_split(raw, split).column(m), dim)
+            mean, std = (np.array(meta["standardization"][m][k]) for k in ("mean", "std"))
+            np.testing.assert_allclose(z, (x - mean) / std, rtol=1e-4, atol=1e-4)
+
+
 def _loop_reference(tiny: Path, segment_id: str) -> tuple[list[str], dict[str, np.ndarray]]:
     """The segment's words and per-word frame means by a plain per-word loop (cleaned frames)."""
     video, k = segment_id[:-1].split("[")

@@ -71,10 +71,11 @@ def test_summary_table_shows_present_metrics_only():
     from pipelines.sweep import VariantResult
 
     text = summary_markdown([VariantResult("t3-full-soft", "M3SA (Soft)", ["model.filter=soft"], "abc",
-                                           {"metrics/valid.json": {"mean.mae": 0.71234}})], {"t3-x": "boom\nmore"})
+                                           {"metrics/valid.json": {"mean.mae": 0.71234}})],
+                            {"t3-x": "Task run failed\nERROR: failed to reproduce 'train'\nmore"})
     assert "| `t3-full-soft` | M3SA (Soft) | `model.filter=soft` | 0.7123 |" in text
     assert "valid mae" in text and "test" not in text
-    assert "- `t3-x`: boom" in text
+    assert "- `t3-x`: ERROR: failed to reproduce 'train'" in text
 
 
 # ---------------------------------------------------------------- flow runs
@@ -101,7 +102,8 @@ def test_failed_variant_fails_the_sweep_after_the_others_finish(toy_project):
     state = sweep(str(toy_project), grid={"ok": ["train.lr=0.3"], "bad": ["train.lr=-1"]}, prefix="",
                   return_state=True)
     assert state.is_failed()
-    assert "1 of 2 experiment(s) failed: bad:" in state.message
+    assert "1 of 2 experiment(s) failed: bad: ERROR: failed to reproduce 'train'" in state.message
+    assert "exited with 2" in state.message
     assert _exp_metrics(toy_project) == {"ok": 0.3}
 
 

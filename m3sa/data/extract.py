@@ -37,7 +37,7 @@ from m3sa.config import DataConfig
 from m3sa.data.align import EPSILON, float32_tolerance, overlap_members, sum_members
 from m3sa.data.csd import CSDReader
 from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lists, arrow_numeric,
-                                arrow_sequences, arrow_strings, features_schema, sequence_values)
+                                arrow_strings, features_schema, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import ConfigError, CSDError, DataError, OutputError
@@ -203,14 +203,23 @@ def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, compression="none", use_dictionary=strings, write_statistics=scalars)
 
 
-class _SplitWriter:
-    """Buffers the chunks of one split and writes them in batches of about ``_FLUSH_BYTES``:
-    to Parquet, or (``raw``) to an uncompressed Arrow IPC file that pass 2 reads back."""
+Norm = dict[str, tuple[np.ndarray, np.ndarray]]  # modality -> (mean (d,), std (d,))
 
-    def __init__(self, path: Path, schema: pa.Schema, dims: dict[str, int], raw: bool) -> None:
+
+class _SplitWriter:
+    """Buffers the chunks of one split and writes them in batches of about ``_FLUSH_BYTES``.
+
+    With ``norm`` the sequences are standardised and written to Parquet; without, they are
+    written as they are to an uncompressed Arrow IPC file that pass 2 reads back (the train
+    split, whose statistics are known only at its end). ``norm`` may be set before the first
+    chunk arrives.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, dims: dict[str, int], norm: Norm | None) -> None:
         self.schema = schema
         self.dims = dims
-        self.writer = pa.ipc.new_file(str(path), schema) if raw else _parquet_writer(path, schema)
+        self.norm = norm
+        self.writer = _parquet_writer(path, schema) if norm is not None else pa.ipc.new_file(str(path), schema)
         self.rows = 0
         self.chunks: list[_Chunk] = []
         self.bytes = 0
@@ -243,8 +252,12 @@ class _SplitWriter:
                                         arrow_strings([t for w in words for t in w]))
         for m, dim in self.dims.items():
             rows = [x for c in cs for x in c.seqs[m]]
-            cols[m] = arrow_sequences(rows, dim)
-            cols[f"{m}_len"] = arrow_numeric(np.fromiter(map(len, rows), np.int32, len(rows)), pa.int32())
+            counts = np.fromiter(map(len, rows), np.int32, len(rows))
+            x = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)  # (total rows, d)
+            if self.norm is not None:
+                x = _normalise(x, *self.norm[m])
+            cols[m] = _sequences(counts, x)
+            cols[f"{m}_len"] = arrow_numeric(counts, pa.int32())
         for name in self.schema.names:
             if name.startswith("gt_"):
                 cols[name] = arrow_bools([g for c in cs for g in c.gt[name[3:]]])  # type: ignore[index]
@@ -264,20 +277,27 @@ class _SplitWriter:
             self.writer.close()
 
 
+def _normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std as float32; NaN rows (words without frames) become 0, the train mean."""
+    z = (x - mean.astype(np.float32)) * (1.0 / std).astype(np.float32)  # float32 throughout
+    z[np.isnan(z)] = 0.0
+    return z
+
+
+def _sequences(counts: np.ndarray, x: np.ndarray) -> pa.Array:
+    """list<list<float32>>: segment i holds counts[i] consecutive rows of x (rows, d)."""
+    return arrow_lists(counts, arrow_lists(np.full(len(x), x.shape[1]), arrow_numeric(x.reshape(-1), pa.float32())))
+
+
 def _standardised(col: pa.Array, mean: np.ndarray, std: np.ndarray) -> pa.Array:
     """(x - mean) / std on a list<list<float32>> column; NaN rows (words without frames) -> 0."""
     x, offsets = sequence_values(col, len(mean))  # (rows, d), (n+1,)
-    z = ((x - mean) / std).astype(np.float32)
-    z[np.isnan(z)] = 0.0
-    return arrow_lists(np.diff(offsets), arrow_lists(np.full(len(z), len(mean)), arrow_numeric(z.reshape(-1), pa.float32())))
+    return _sequences(np.diff(offsets), _normalise(x, mean, std))
 
 
-def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, dims: dict[str, int],
-                          stats: dict[str, RunningStats] | None) -> None:
+def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, norm: Norm) -> None:
     """Pass 2: copy the raw Arrow file src to Parquet dst batch by batch, standardising the
-    sequence columns (stats=None: only words without frames are set to 0)."""
-    norm = {m: (stats[m].mean, stats[m].std()) if stats is not None else (np.zeros(dim), np.ones(dim))
-            for m, dim in dims.items()}
+    sequence columns."""
     with pa.OSFile(str(src)) as source, _parquet_writer(dst, schema) as writer:  # one batch in memory at a time
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
@@ -413,14 +433,13 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
                 report.drop(f"{video}[{k}]", video, f"video missing from the {m} file {reader.path.name}")
             keep[:] = False
             break
-        feats, ivs = reader.get(video, reuse=m != "language")
+        feats, ivs = reader.get(video)
         if m == "language":
             if feats.dtype.kind not in "SUO":
                 raise CSDError(f"{reader.path}: video '{video}': words must be byte strings, got dtype {feats.dtype}")
         else:
             _check_frames(reader, video, feats, streams.dims[m])
-            if feats.dtype != np.float32 or not feats.flags.writeable:
-                feats = feats.astype(np.float32)
+            feats = feats.astype(np.float32, copy=False)  # cleaned in place below
         data[m] = (feats, ivs.astype(np.float64, copy=False))
     seg = seg_iv.astype(np.float64)
     tol0, tol1 = _segment_tolerances(seg_iv)
@@ -458,7 +477,9 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
             means, replaced, empty = _word_means(x, fiv, data["language"][1][used], cfg.nonfinite_value)
             report.nonfinite[m] += replaced
             report.empty_words[m] += empty
-            seqs[m] = [means[np.searchsorted(used, words_of[k])] for k in kept]  # (words, d) each
+            order = np.concatenate([words_of[k] for k in kept])  # the kept segments' words, in order
+            rows = means[np.searchsorted(used, order)]  # (total words, d)
+            seqs[m] = np.split(rows, np.cumsum([len(words_of[k]) for k in kept])[:-1])  # (words, d) each
         else:
             indptr, indices = overlap_members(fiv, seg[kept], EPSILON, tol0[kept], tol1[kept])
             picks = [indices[indptr[j]:indptr[j + 1]][:: cfg.downsample][: cfg.max_frames] for j in range(len(kept))]
@@ -550,20 +571,35 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     report = _Report(nonfinite={m: 0 for m in frame_mods}, empty_words={m: 0 for m in frame_mods},
                      empty_segments={m: 0 for m in frame_mods})
     stats = {m: RunningStats(dims[m]) for m in frame_mods}
-    raw = {s: out / f".{s}.raw.arrow.tmp" for s in SPLITS}
+
+    def train_norm() -> Norm:
+        return {m: (st.mean, st.std()) for m, st in stats.items()}
+
     final = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
-    temps = [*raw.values(), *final.values(), out / ".meta.json.tmp"]
-    two_pass = bool(frame_mods)  # pass 2 standardises and sets words without frames to 0
+    raw_train = out / ".train.raw.arrow.tmp"
+    temps = [raw_train, *final.values(), out / ".meta.json.tmp"]
+    # Train videos go first. Their statistics are known only at the end of the split, so train
+    # rows are written raw and standardised in a second pass; valid and test rows are
+    # standardised on the way.
+    two_pass = cfg.standardize and bool(frame_mods)
+    identity: Norm = {m: (np.zeros(d), np.ones(d)) for m, d in dims.items()}  # only NaN rows -> 0
     writers: dict[str, _SplitWriter] = {}
+    train_done = not two_pass
     hasher = _Hasher(hashed if hash_inputs else [])
     try:
         for s in SPLITS:
-            writers[s] = _SplitWriter((raw if two_pass else final)[s], schema, dims, raw=two_pass)
-        todo = [v for v in videos if v in assignment.split_of]
+            first = two_pass and s == "train"
+            writers[s] = _SplitWriter(raw_train if first else final[s], schema, dims, None if first else identity)
+        todo = sorted((v for v in videos if v in assignment.split_of),
+                      key=lambda v: assignment.split_of[v] != "train")  # stable: label-file order within
         for video in tqdm(todo, desc="extract", unit="video", disable=None if progress else True, leave=False):
-            chunk = _video_chunk(video, assignment.split_of[video], cfg, streams, report, gt)
-            writers[chunk.split].add(chunk)
-            if chunk.split == "train" and cfg.standardize and len(chunk):
+            split = assignment.split_of[video]
+            if split != "train" and not train_done:
+                train_done = True
+                writers["valid"].norm = writers["test"].norm = train_norm()
+            chunk = _video_chunk(video, split, cfg, streams, report, gt)
+            writers[split].add(chunk)
+            if split == "train" and cfg.standardize and len(chunk):
                 for m in frame_mods:
                     x = np.concatenate(chunk.seqs[m])  # (rows of the video, d)
                     stats[m].update(x[~np.isnan(x).any(axis=1)])
@@ -573,11 +609,10 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
         if counts["train"] == 0:
             raise DataError(f"{labels.path}: no train segment left after matching folds and dropping bad "
                             "segments; check data.folds and the dropped segments")
+        norm = train_norm()
         if two_pass:
-            for s in SPLITS:
-                _rewrite_standardised(raw[s], final[s], schema, dims, stats if cfg.standardize else None)
-                raw[s].unlink()
-        standardization = {m: {"mean": stats[m].mean.tolist(), "std": stats[m].std().tolist()} for m in frame_mods}
+            _rewrite_standardised(raw_train, final["train"], schema, norm)
+        standardization = {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in norm.items()}
         meta = {
             "format": "m3sa-features", "version": 1,
             "source": inputs.source, "align": cfg.align, "modalities": modalities, "dims": dims,

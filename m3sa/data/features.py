@@ -139,14 +139,6 @@ def arrow_lists(counts: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(arrow_numeric(offsets, pa.int32()), values)
 
 
-def arrow_sequences(rows: list[np.ndarray], dim: int) -> pa.Array:
-    """list<list<float32>> from per-segment (r_i, dim) arrays."""
-    counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    flat = np.concatenate([r.reshape(-1) for r in rows]) if rows else np.zeros(0, np.float32)
-    inner = arrow_lists(np.full(int(counts.sum()), dim), arrow_numeric(flat, pa.float32()))
-    return arrow_lists(counts, inner)
-
-
 def numpy_values(arr: pa.Array, dtype: Any) -> np.ndarray:
     """A fixed-width Arrow array without nulls as a zero-copy numpy view."""
     buf = arr.buffers()[1]
