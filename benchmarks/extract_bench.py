@@ -38,6 +38,14 @@ GOALS = {"floor_ratio": 1.5, "loop_speedup": 15.0, "rss_mb": 400.0}
 # ----------------------------------------------------------------------------- children
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from
+    the forking parent, so a child would report at least the driver's own size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 

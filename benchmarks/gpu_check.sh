@@ -72,7 +72,7 @@ print()
 print("| config | text encoder | device | samples/s (training) | per epoch | waiting for data | peak GPU memory | wall (incl. load + valid) |")
 print("|---|---|---|---|---|---|---|---|")
 for name, enc, sps, per_epoch, wait, peak, wall, dev in rows:
-    print(f"| {name} | {enc} | {dev} | {sps:.0f} | {', '.join(f'{v:.0f}' for v in per_epoch)} | "
+    print(f"| {name} | {enc} | {dev} | {sps:.1f} | {', '.join(f'{v:.1f}' for v in per_epoch)} | "
           f"{100 * (wait or 0):.1f}% | {peak:.2f} GiB | {wall:.1f} s |")
 EOF
 echo "gpu_check: done in $((SECONDS - t0)) s (outputs in $WORK)"

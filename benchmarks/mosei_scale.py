@@ -1,7 +1,7 @@
 """MOSEI scale: wall time and peak RSS of sample generation, extraction and training.
 
     python benchmarks/mosei_scale.py [--sizes default large mosei] [--max-batches 50]
-                                     [--encoder packaged:all-MiniLM-L6-v2] [--workdir DIR] [--keep]
+                                     [--encoder packaged:all-MiniLM-L6-v2] [--threads 0] [--workdir DIR] [--keep]
 
 For each embedded dataset size (``default`` = MOSI scale, 93 videos; ``large`` = 4x;
 ``mosei`` = CMU-MOSEI scale, 3,227 videos, about 23,000 segments) it runs the real stages
@@ -62,12 +62,13 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_size(size: str, workdir: Path, max_batches: int, encoder: str | None, keep: bool) -> dict[str, object]:
+def run_size(size: str, workdir: Path, max_batches: int, encoder: str | None, threads: int,
+             keep: bool) -> dict[str, object]:
     cwd = workdir / size
     cwd.mkdir(parents=True, exist_ok=True)
     common = ["data.source=sample", "data.sample_dir=data/sample", "data.features_dir=data/features"]
     train = ["train.seeds=[0]", "train.epochs=1", f"train.max_batches={max_batches}", "train.device=cpu",
-             "train.models_dir=models", "train.live_dir=dvclive"]
+             f"train.num_threads={threads}", "train.models_dir=models", "train.live_dir=dvclive"]
     if encoder:
         train.append(f"model.text_encoder={encoder}")
     result: dict[str, object] = {"size": size}
@@ -95,13 +96,15 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["tiny", "default", "large", "mosei"])
     ap.add_argument("--max-batches", type=int, default=50, help="training batches (train.max_batches)")
     ap.add_argument("--encoder", default=None, help="model.text_encoder (default: params.yaml's)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="train.num_threads (0 = torch's default; 1 on a shared machine avoids idle spinning)")
     ap.add_argument("--workdir", default=None, help="where to run (default: a temp folder, removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the generated CSD files and the workdir")
     args = ap.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="m3sa-mosei-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        rows = [run_size(s, workdir, args.max_batches, args.encoder, args.keep) for s in args.sizes]
+        rows = [run_size(s, workdir, args.max_batches, args.encoder, args.threads, args.keep) for s in args.sizes]
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, CPU only; "
           f"load average {os.getloadavg()[0]:.1f} at the end (other processes share the cores).")
     print(f"Training: one seed, one epoch capped at {args.max_batches} batches of 32, then the full valid "
-          f"pass and the checkpoints; text encoder {encoder}.\n")
+          f"pass and the checkpoints; text encoder {encoder}; torch threads {args.threads or 'default'}.\n")
     print("| size | videos | segments (train/valid/test) | CSD input | features | step | wall | peak RSS |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

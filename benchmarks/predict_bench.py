@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(["python benchmarks/predict_bench.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"Command: `{cmd.strip()}`\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only; load average "
+          f"torch {torch.__version__} with {torch.get_num_threads()} thread(s), CPU only; load average "
           f"{os.getloadavg()[0]:.1f} at the start (other processes share the cores).")
     mc = pred.config.model
     print(f"Model: {mc.name}, text encoder `{mc.text_encoder}`, dim {mc.dim}, filter {mc.filter}, "

@@ -208,7 +208,8 @@ class Predictor:
         statistics. ``None`` decides from a ``meta.json`` beside the file (the extractor's):
         the same statistics -> used as they are; none (``data.standardize: false``) -> the
         checkpoint's are applied; other statistics -> :class:`ModelError`. Tables without
-        such a file are taken as standardised.
+        such a file are taken as standardised. With ``standardized=False`` all-zero rows are
+        taken as words without frames (:func:`standardise_table`).
         """
         if isinstance(source, (str, Path)):
             path = Path(source)

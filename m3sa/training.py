@@ -259,7 +259,7 @@ class Trainer:
         if not math.isfinite(vals[0]):
             raise NonFiniteLoss("unimodal", vals[0])
         self._backward_step(loss, share * self.rt.world, self.uni_params, self.opt_uni)
-        mods = [m for m in self.modalities][: per_sample.shape[0]]
+        mods = self.modalities[: per_sample.shape[0]]
         return {"loss_unimodal": vals[0], **{f"loss_{m}": v for m, v in zip(mods, vals[1:])}}
 
     def multimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
@@ -448,7 +448,7 @@ def train(cfg: Config, features_dir: str | Path | None = None, models_dir: str |
     threads = cfg.train.num_threads
     if threads == 0 and rt.distributed and rt.device.type == "cpu":
         threads = max(1, (os.cpu_count() or 1) // rt.world)
-    devices = [rt.device] if rt.device.type == "cuda" else []
+    devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
     with torch_settings(threads, deterministic=rt.device.type == "cpu"), torch.random.fork_rng(devices=devices):
         data = data or load_training_data(cfg, features_dir)
         return _train_seed(cfg, data, models_dir / f"seed_{seed}", live_dir, seed, rt)

@@ -179,8 +179,7 @@ class _Video:
     visual: np.ndarray  # (M, dv) float32
 
 
-def _timeline(rng: np.random.Generator, spec: SampleSpec, scores: np.ndarray,
-              duration: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _timeline(rng: np.random.Generator, scores: np.ndarray, duration: float) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Words with 10 ms timing and the segments' intervals (centiseconds)."""
     segs = [sentence(rng, float(s) + rng.normal(0.0, 0.45)) for s in scores]
 
@@ -260,11 +259,12 @@ def _visual_base(dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _video(seed: np.random.SeedSequence, spec: SampleSpec) -> _Video:
+    """One video: timeline, labels, planted streams, ground truth (its own seeded stream)."""
     rng = np.random.default_rng(seed)
     duration = float(rng.uniform(*spec.duration))
     n_seg = max(1, int(round(duration / spec.seconds_per_segment * rng.uniform(0.85, 1.15))))
     scores = _scores(rng, n_seg)
-    words, word_cs, seg_cs = _timeline(rng, spec, scores, duration)
+    words, word_cs, seg_cs = _timeline(rng, scores, duration)
     end_cs = int(word_cs[-1, 1])
     gt_a = rng.random(n_seg) < spec.p_acoustic
     gt_v = rng.random(n_seg) < spec.p_visual
