@@ -218,10 +218,31 @@ def topological_order(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) ->
     return order
 
 
-def stage_order(cwd: str | Path) -> list[str]:
-    """The project's stages in graph order, read from ``dvc dag`` (dvc.yaml is the one source)."""
+def pipeline_graph(cwd: str | Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The project's stages in graph order and the edges between them, from ``dvc dag``
+    (dvc.yaml is the one source)."""
     nodes, edges = parse_mermaid_dag(capture([dvc_executable(), "dag", "--mermaid"], cwd))
-    return topological_order(nodes, edges)
+    return topological_order(nodes, edges), edges
+
+
+def stage_order(cwd: str | Path) -> list[str]:
+    """The project's stages in graph order."""
+    return pipeline_graph(cwd)[0]
+
+
+def downstream(stages: Iterable[str], edges: Iterable[tuple[str, str]]) -> set[str]:
+    """``stages`` and every stage that depends on one of them, directly or not."""
+    children: dict[str, list[str]] = {}
+    for up, down in edges:
+        children.setdefault(up, []).append(down)
+    seen = set(stages)
+    todo = list(seen)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
 
 
 # ------------------------------------------------------------------ status and experiments

@@ -28,7 +28,7 @@ from prefect.client.schemas.objects import TaskRun  # noqa: E402
 from prefect.states import State  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
-from pipelines._dvc import DvcError, run_dvc, stage_order  # noqa: E402
+from pipelines._dvc import DvcError, downstream, pipeline_graph, run_dvc, status  # noqa: E402
 
 #: Defaults of the retry policy: attempts after the first, and the first delay (s), doubled
 #: at each further attempt.
@@ -80,9 +80,16 @@ class StageRun:
 @task(task_run_name="dvc-repro-{stage}", cache_policy=NO_CACHE, persist_result=False,
       retries=DEFAULT_RETRIES, retry_delay_seconds=exponential_backoff(DEFAULT_RETRY_DELAY)(DEFAULT_RETRIES),
       retry_condition_fn=retry_transient)
-def repro_stage(stage: str, project_dir: str, force: bool = False) -> StageRun:
-    """``dvc repro --single-item <stage>`` in ``project_dir``, output streamed to the run log."""
+def repro_stage(stage: str, project_dir: str, force: bool = False, up_to_date: bool = False) -> StageRun:
+    """``dvc repro --single-item <stage>`` in ``project_dir``, output streamed to the run log.
+
+    ``up_to_date``: ``dvc status`` already found the stage and everything upstream
+    unchanged, so DVC would skip it: no dvc call.
+    """
     logger = get_run_logger()
+    if up_to_date and not force:
+        logger.info("stage '%s' is up to date (dvc status), skipping", stage)
+        return StageRun(stage, "skipped", 0.0)
     args = ["repro", "--single-item", stage, *(["--force"] if force else [])]
     try:
         result = run_dvc(args, project_dir, logger)
@@ -112,19 +119,27 @@ def pipeline(project_dir: str = ".", stages: list[str] | None = None, force: boo
              retries: int = DEFAULT_RETRIES, retry_delay_seconds: float = DEFAULT_RETRY_DELAY) -> list[StageRun]:
     """Run the DVC stages of ``project_dir`` one task each, in graph order.
 
-    Steps: read the graph (``dvc dag``), then ``dvc repro --single-item`` per stage
-    (sample, extract, train, evaluate, report in this project). ``stages`` picks a subset
-    (kept in graph order; upstream stages are not added), ``force`` reruns up-to-date
-    stages, ``retries``/``retry_delay_seconds`` set the retry policy (delay doubles per try).
+    Steps: read the graph (``dvc dag``) and what changed (``dvc status``), then
+    ``dvc repro --single-item`` per stage (sample, extract, train, evaluate, report in this
+    project); a stage that is unchanged with everything upstream of it is marked skipped
+    without starting dvc. ``stages`` picks a subset (kept in graph order; upstream stages
+    are not added), ``force`` reruns up-to-date stages, ``retries``/``retry_delay_seconds``
+    set the retry policy (delay doubles per try).
     """
     logger = get_run_logger()
     root = str(Path(project_dir).resolve())
-    order = select_stages(stage_order(root), stages)
+    graph, edges = pipeline_graph(root)
+    order = select_stages(graph, stages)
     logger.info("stages in graph order: %s", " -> ".join(order))
+    changed = set() if force else set(status(root))
+    if force or not changed <= set(graph):  # a name dvc status and dvc dag spell differently: ask dvc
+        stale = set(graph)
+    else:
+        stale = downstream(changed, edges)
     stage_task = repro_stage.with_options(**retry_options(retries, retry_delay_seconds))
     runs = []
     for stage in order:
-        runs.append(stage_task(stage, root, force))
+        runs.append(stage_task(stage, root, force, up_to_date=stage not in stale))
     ran = [r.stage for r in runs if r.outcome != "skipped"]
     logger.info("done: %s", f"ran {', '.join(ran)}" if ran else "every stage was up to date")
     return runs

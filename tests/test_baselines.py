@@ -3,7 +3,6 @@ fusion algebra, MAG's norm rule, and the shared train/evaluate loop writing metr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import typing
 from pathlib import Path
@@ -323,3 +322,24 @@ def test_shared_loop_trains_evaluates_and_writes_metrics(name, tmp_path):
     recomputed = regression_metrics(table["pred"].to_numpy(), table["label"].to_numpy())
     assert recomputed["mae"] == pytest.approx(test["mean"]["mae"], abs=1e-6)
     assert np.isnan(table["filter_language"]).all()
+
+
+# ---------------------------------------------------------------- the Table 1 grid
+
+
+def test_table1_grid_covers_every_system_and_matches_the_published_rows():
+    from m3sa.config import apply_overrides
+    from m3sa.report.experiments import flatten, system_label
+    from m3sa.report.published import TABLE1_MOSI, matching_rows
+    from pipelines.table1 import LABELS, TABLE1
+
+    assert list(TABLE1) == list(LABELS)
+    names = {o.split("=", 1)[1] for overrides in TABLE1.values() for o in overrides if o.startswith("model.name=")}
+    assert names == set(REGISTRY) - {"text_only"}
+    published = {r.system for r in TABLE1_MOSI}
+    for system, overrides in TABLE1.items():
+        cfg = config_from_dict(apply_overrides({}, overrides))  # every override is a valid parameter
+        params = flatten(cfg.to_dict())
+        assert system_label(params) == LABELS[system]
+        rows = matching_rows(TABLE1_MOSI, params)
+        assert [r.system for r in rows] == ([LABELS[system]] if LABELS[system] in published else [])

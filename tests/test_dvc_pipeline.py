@@ -14,6 +14,12 @@ pytestmark = pytest.mark.slow
 METRIC_KEYS = {"mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0"}
 
 
+def restore(repo: Path) -> None:
+    """Back to the committed baseline: params, dvc.lock and the outputs it names."""
+    sh(["git", "reset", "-q", "--hard"], repo)
+    sh(["dvc", "checkout", "-f"], repo)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     repo = make_project(tmp_path_factory.mktemp("dvc") / "proj")
@@ -47,15 +53,14 @@ def test_report_only_param_reruns_only_the_report(project):
     assert "Running stage 'report'" in out
     assert "Running stage 'train'" not in out and "Running stage 'extract'" not in out
     assert "Another title" in (project / "reports/report.md").read_text()
-    sh(["git", "checkout", "params.yaml"], project)
-    sh(["dvc", "checkout", "-f"], project)
+    restore(project)
 
 
 def test_filter_change_does_not_rerun_extract(project):
     set_params(project / "params.yaml", {"model.filter": "hard"})
     status = json.loads(sh(["dvc", "status", "--json"], project).stdout)
     assert "train" in status and "extract" not in status and "sample" not in status
-    sh(["git", "checkout", "params.yaml"], project)
+    restore(project)
 
 
 def test_exp_run_hard_filter_creates_an_experiment_with_other_metrics(project):
@@ -70,16 +75,14 @@ def test_exp_run_hard_filter_creates_an_experiment_with_other_metrics(project):
     assert hard != base
     assert exps["hard"]["data"]["params"]["params.yaml"]["data"]["model"]["filter"] == "hard"
     # back to the baseline workspace for the other tests
-    sh(["git", "checkout", "params.yaml"], project)
-    sh(["dvc", "checkout", "-f"], project)
+    restore(project)
 
 
 def test_bad_override_fails_before_work_with_allowed_values(project):
     proc = sh(["dvc", "exp", "run", "-S", "model.filter=medium"], project, check=False)
     assert proc.returncode != 0
     assert "choose one of: soft, hard, none" in proc.stderr + proc.stdout
-    sh(["git", "checkout", "params.yaml"], project)
-    sh(["dvc", "checkout", "-f"], project)
+    restore(project)
 
 
 def test_remote_round_trip_needs_no_retraining(project, tmp_path):
@@ -93,4 +96,4 @@ def test_remote_round_trip_needs_no_retraining(project, tmp_path):
     out = sh(["dvc", "status"], clone).stdout
     assert "Data and pipelines are up to date" in out
     assert (clone / "models/seed_0/best.pt").exists()
-    sh(["git", "checkout", ".dvc/config"], project)
+    restore(project)

@@ -69,6 +69,13 @@ def test_dvc_error_reads_the_stage_exit_code(line, code, transient):
     assert str(err).startswith("`dvc repro` exited with 255")
 
 
+def test_downstream_closure():
+    _, edges = _dvc.parse_mermaid_dag(MERMAID)
+    assert _dvc.downstream(["train"], edges) == {"train", "evaluate", "report"}
+    assert _dvc.downstream(["sample"], edges) == {"sample", "extract", "train", "evaluate", "report"}
+    assert _dvc.downstream([], edges) == set()
+
+
 def test_describe_status_lists_params_and_files():
     changes = {"train": [{"changed deps": {"params.yaml": {"train.lr": "modified"}}}],
                "report": [{"changed outs": {"report.md": "deleted"}}, "always changed"]}

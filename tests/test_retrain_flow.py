@@ -173,6 +173,7 @@ def test_second_run_waits_for_the_lock(toy_project):
     assert time.perf_counter() - start >= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_pull_restores_outputs_from_the_remote(toy_project, tmp_path):
     sh(["dvc", "remote", "add", "--local", "-d", "store", str(tmp_path / "remote")], toy_project)
@@ -185,6 +186,7 @@ def test_pull_restores_outputs_from_the_remote(toy_project, tmp_path):
     assert json.loads((toy_project / "model.json").read_text()) == {"weights": [0.5] * 3}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_promotion_is_pushed_to_the_git_and_dvc_remotes(toy_project, tmp_path):
     sh(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path)

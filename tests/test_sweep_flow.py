@@ -97,6 +97,7 @@ def test_sweep_on_threads_runs_each_variant_as_an_experiment(toy_project):
     assert (toy_project / "metrics/valid.json").read_text().count("0.5") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_failed_variant_fails_the_sweep_after_the_others_finish(toy_project):
     state = sweep(str(toy_project), grid={"ok": ["train.lr=0.3"], "bad": ["train.lr=-1"]}, prefix="",

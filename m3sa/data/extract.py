@@ -4,13 +4,17 @@ Segments come from the label rows; a segment's words and frames are those overla
 interval (:mod:`m3sa.data.align`). With ``data.align: words`` every non-silence word gets
 the mean of the acoustic/visual frames overlapping it (DESIGN section 2); with ``none`` the
 frame sequences are kept (every ``downsample``-th frame, at most ``max_frames``).
+Non-finite values in the frames used are replaced by ``data.nonfinite_value`` before
+averaging and counted per modality in meta.json; a word that no frame overlaps gets 0
+(the train mean after standardisation) and is counted too.
 
 The extractor streams one video at a time, so memory does not grow with the number of
-videos. Pass 1 writes unstandardised rows per split to temporary Arrow files while merging
-train-split statistics (Chan et al.'s parallel mean/variance); pass 2 rewrites them as
-Parquet, standardised with those statistics, one batch at a time. Outputs appear only once
-complete (temp file, then rename); on any error no partial output remains. The input files'
-SHA-256 (for meta.json) is computed in a separate process meanwhile.
+videos. Train videos come first: their rows go unstandardised to a temporary Arrow file
+while the train statistics are merged (Chan et al.'s parallel mean/variance); valid and
+test rows are then standardised on the way, and a second pass rewrites the train rows,
+one batch at a time. Outputs appear only once complete (temp file, then rename); on any
+error no partial output remains. The input files' SHA-256 (for meta.json) is computed in
+a separate process meanwhile.
 """
 
 from __future__ import annotations
