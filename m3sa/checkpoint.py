@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import math
 import os
 import tempfile
@@ -24,8 +23,6 @@ import torch
 
 from m3sa.config import Config, config_from_dict
 from m3sa.errors import CheckpointError, M3SAError, OutputError
-
-log = logging.getLogger(__name__)
 
 FORMAT = "m3sa-checkpoint"
 VERSION = 1

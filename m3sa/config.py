@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,6 +188,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -247,8 +252,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"params: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string; YAML 1.2 and DVC read a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"params: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"params: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -278,7 +287,19 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+#: String keys that name a file, folder or encoder: an empty value would silently mean the
+#: current directory.
+_NON_EMPTY = ("data.sample_dir", "data.csd_dir", "data.folds", "data.features_dir", "data.files.labels",
+              "model.text_encoder", "train.models_dir", "train.live_dir", "report.experiments")
+
+
 def _check_semantics(cfg: Config) -> None:
+    for key in _NON_EMPTY:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not node.strip():
+            raise ConfigError(f"params: '{key}' must not be empty")
     fr = cfg.data.split_fractions
     if any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
         raise ConfigError(f"params: 'data.split_fractions' must be 3 non-negative numbers summing to 1, got {list(fr)}")

@@ -25,6 +25,8 @@ writes checkpoints, curves and metrics.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -139,9 +141,6 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 def resume_digest(cfg: Config) -> str:
     """Digest of the parameters a resumed run must share with ``last.pt`` (see RESUME_FREE_KEYS)."""
-    import hashlib
-    import json
-
     raw = cfg.to_dict()
     for key in RESUME_FREE_KEYS:
         raw["train"].pop(key, None)

@@ -1,9 +1,12 @@
 """params.yaml validation: unknown keys, wrong types, bad values fail early and clearly."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from m3sa.config import Config, apply_overrides, config_from_dict, load_params
 from m3sa.errors import ConfigError
@@ -74,3 +77,53 @@ def test_missing_and_malformed_params_file(tmp_path):
 def test_digest_changes_with_params():
     assert Config().digest() != config_from_dict({"model": {"filter": "hard"}}).digest()
     assert Config().digest() == Config().digest()
+
+
+# ---------------------------------------------------------------- gaps found by fuzzing
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.lr=.nan", "'train.lr' must be a finite number, got nan"),
+    ("train.lr=.inf", "'train.lr' must be a finite number, got inf"),
+    ("model.dropout=-.inf", "'model.dropout' must be a finite number"),
+    ("data.nonfinite_value=.nan", "'data.nonfinite_value' must be a finite number"),
+    ("data.split_fractions=[.nan, 0.5, 0.5]", "'data.split_fractions[0]' must be a finite number"),
+    ("data.features_dir=", "'data.features_dir' must not be empty"),
+    ("train.models_dir=' '", "'train.models_dir' must not be empty"),
+    ("model.text_encoder=", "'model.text_encoder' must not be empty"),
+])
+def test_non_finite_numbers_and_empty_paths_are_refused(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_params(ROOT / "params.yaml", [override])
+    assert fragment in str(err.value)
+
+
+def test_exponent_without_a_dot_is_a_number():
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; YAML 1.2 and `dvc exp run -S` read a number
+    assert load_params(ROOT / "params.yaml", ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
+    assert load_params(ROOT / "params.yaml", ["train.lr_text=5E-5"]).train.lr_text == pytest.approx(5e-5)
+    assert load_params(ROOT / "params.yaml", ["report.title=1e3"]).report.title == "1e3"  # strings stay strings
+    for bad in ("train.lr=1e-3x", "train.epochs=1e3"):
+        with pytest.raises(ConfigError, match="must be a"):
+            load_params(ROOT / "params.yaml", [bad])
+
+
+_KEYS = sorted(f"{s}.{k}" for s, sub in Config().to_dict().items() for k in sub
+               if not isinstance(sub[k], dict)) + ["data.files.words", "data.files.labels", "nosection.x", "model"]
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(), st.text(max_size=12),
+                    st.lists(st.integers(-3, 3), max_size=4), st.sampled_from(["soft", "hard", "add", "cpu", "tiny"]))
+
+
+_RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), min_size=1, max_size=4))
+def test_fuzzed_overrides_give_a_config_or_a_config_error(pairs):
+    overrides = [f"{k}={json.dumps(v)}" for k, v in pairs]  # JSON is YAML: the value arrives as drawn
+    try:
+        cfg = config_from_dict(apply_overrides(_RAW, overrides))
+    except ConfigError as err:
+        assert "\n" not in str(err) and ("params" in str(err) or "override" in str(err))
+        return
+    assert isinstance(cfg, Config)
+    json.dumps(cfg.to_dict(), allow_nan=False)  # a valid config is plain, finite data

@@ -64,6 +64,28 @@ def _decode_meta(raw: Any) -> Any:
         return raw
 
 
+#: What h5py raises on a damaged file (truncated, overwritten, a broken heap or B-tree).
+_HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def _name(key: str | bytes) -> str:
+    """An HDF5 link name for messages (h5py returns names that are not UTF-8 as bytes)."""
+    return key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+
+
+@contextmanager
+def _hdf5_errors(where: str) -> Iterator[None]:
+    """Turn the low-level errors of a damaged HDF5 file into :class:`CSDError` naming ``where``."""
+    try:
+        yield
+    except CSDError:
+        raise
+    except _HDF5_ERRORS as err:
+        first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        raise CSDError(f"{where}: unreadable HDF5 structure; the file may be truncated or corrupt "
+                       f"({first[:160]})") from None
+
+
 class CSDReader:
     """An open ``.csd`` file; arrays are read one video at a time (:meth:`get`)."""
 
@@ -84,9 +106,10 @@ class CSDReader:
         except OSError as err:
             raise CSDError(f"{self.path}: cannot be opened as HDF5 ({err})") from None
         try:
-            self.root, self._group = self._find_root()
-            self.metadata = self._read_metadata()
-            data = self._group.get("data")
+            with _hdf5_errors(str(self.path)):
+                self.root, self._group = self._find_root()
+                self.metadata = self._read_metadata()
+                data = self._group.get("data")
             if not isinstance(data, h5py.Group):
                 raise CSDError(f"{self.path}: root group '{self.root}' has no 'data' group")
             self._data = data
@@ -105,15 +128,15 @@ class CSDReader:
         if not groups:
             raise CSDError(f"{self.path}: no root group (expected one top-level group named by the root name)")
         if len(groups) == 1:
-            return groups[0], self._file[groups[0]]
+            return _name(groups[0]), self._file[groups[0]]
         # Several groups: the one whose metadata names itself is the root.
         for name in groups:
             meta = self._file[name].get("metadata")
-            if isinstance(meta, h5py.Group) and "root name" in meta:
+            if isinstance(meta, h5py.Group) and isinstance(meta.get("root name"), h5py.Dataset):
                 if _decode_meta(meta["root name"][()]) == name:
-                    return name, self._file[name]
-        raise CSDError(f"{self.path}: {len(groups)} top-level groups ({', '.join(groups[:3])}...) and none is "
-                       "marked as root by its 'root name' metadata")
+                    return _name(name), self._file[name]
+        raise CSDError(f"{self.path}: {len(groups)} top-level groups ({', '.join(map(_name, groups[:3]))}...) and "
+                       "none is marked as root by its 'root name' metadata")
 
     def _read_metadata(self) -> dict[str, Any]:
         meta = self._group.get("metadata")
@@ -124,13 +147,18 @@ class CSDReader:
         out: dict[str, Any] = {}
         for key, ds in meta.items():
             if isinstance(ds, h5py.Dataset):
-                out[key] = _decode_meta(ds[()])
+                out[_name(key)] = _decode_meta(ds[()])
         return out
 
     def videos(self) -> list[str]:
         """Video ids in the file, in HDF5 (sorted) order."""
         if self._videos is None:
-            self._videos = list(self._data.keys())
+            with _hdf5_errors(str(self.path)):
+                names = list(self._data.keys())
+            bad = next((k for k in names if not isinstance(k, str)), None)
+            if bad is not None:
+                raise CSDError(f"{self.path}: video name {_name(bad)!r} in 'data' is not UTF-8 text; rename it")
+            self._videos = names
         return list(self._videos)
 
     def __contains__(self, video: str) -> bool:
@@ -154,21 +182,24 @@ class CSDReader:
         try:
             feats = h5py.h5d.open(gid, f"{video}/features".encode())
             ivs = h5py.h5d.open(gid, f"{video}/intervals".encode())
-        except (KeyError, ValueError, TypeError):
-            grp = self._data.get(video)
-            if grp is None:
-                raise CSDError(f"{where} not in the file") from None
-            if not isinstance(grp, h5py.Group):
-                raise CSDError(f"{where}: 'data/{video}' is not a group") from None
-            for name in ("features", "intervals"):
-                if not isinstance(grp.get(name), h5py.Dataset):
-                    raise CSDError(f"{where}: no '{name}' dataset") from None
+        except (KeyError, ValueError, TypeError, RuntimeError, OSError):
+            with _hdf5_errors(where):
+                grp = self._data.get(video)
+                if grp is None:
+                    raise CSDError(f"{where} not in the file") from None
+                if not isinstance(grp, h5py.Group):
+                    raise CSDError(f"{where}: 'data/{video}' is not a group") from None
+                for name in ("features", "intervals"):
+                    if not isinstance(grp.get(name), h5py.Dataset):
+                        raise CSDError(f"{where}: no '{name}' dataset") from None
             raise CSDError(f"{where}: cannot open its datasets") from None
-        fshape, ishape = feats.shape, ivs.shape
-        if len(fshape) != 2:
-            raise CSDError(f"{where}: features must be 2-D (n, d), got shape {fshape}")
-        if len(ishape) != 2 or ishape[1] != 2:
-            raise CSDError(f"{where}: intervals must have shape (n, 2), got {ishape}")
+        fshape, ishape = feats.shape, ivs.shape  # None for an empty (null) dataspace
+        if fshape is None or len(fshape) != 2:
+            raise CSDError(f"{where}: features must be 2-D (n, d), got "
+                           f"{'an empty (null) dataset' if fshape is None else f'shape {fshape}'}")
+        if ishape is None or len(ishape) != 2 or ishape[1] != 2:
+            raise CSDError(f"{where}: intervals must have shape (n, 2), got "
+                           f"{'an empty (null) dataset' if ishape is None else ishape}")
         if fshape[0] != ishape[0]:
             raise CSDError(f"{where}: features have {fshape[0]} rows but intervals {ishape[0]}")
         return feats, ivs
@@ -178,8 +209,9 @@ class CSDReader:
         feats, ivs = self._datasets(video)
         try:
             x, iv = self._read(feats), self._read(ivs)
-        except (OSError, ValueError, TypeError) as err:
-            raise CSDError(f"{self.path}: video '{video}': cannot read arrays ({err})") from None
+        except (*_HDF5_ERRORS, TypeError) as err:
+            first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+            raise CSDError(f"{self.path}: video '{video}': cannot read arrays ({first[:160]})") from None
         if iv.dtype.kind not in "fiu":
             raise CSDError(f"{self.path}: video '{video}': intervals must be numbers, got dtype {iv.dtype}")
         return x, iv
