@@ -145,8 +145,8 @@ def main() -> None:
         f"{platform.python_version()}, prefect {prefect.__version__}); load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other work shared the machine when > cores).",
         f"Project: this repository on tiny settings ({', '.join(f'`{k}={v}`' for k, v in TINY.items())}); "
-        f"the first full `dvc repro` took {first_run:.1f} s. Pipeline flow: `dvc dag` plus one "
-        "`dvc repro --single-item` task per stage.",
+        f"the first full `dvc repro` took {first_run:.1f} s. Pipeline flow: `dvc dag` and `dvc status`, then "
+        "one task per stage running `dvc repro --single-item` (a stage found unchanged skips the dvc call).",
         "",
         "| case | median (s) | runs (s) | flow / dvc |",
         "|---|---|---|---|",

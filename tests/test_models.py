@@ -191,6 +191,7 @@ def test_text_only_baseline(make_model_cfg, make_batch):
 
 def test_registry(make_model_cfg, monkeypatch):
     assert {"m3sa", "late_fusion", "text_only"} <= set(REGISTRY)
+    monkeypatch.delitem(REGISTRY, "mult", raising=False)
     with pytest.raises(ModelError, match="'mult' is not implemented"):
         build_model(make_model_cfg(name="mult"), DIMS, ALL)
     monkeypatch.setitem(REGISTRY, "mult", "m3sa.models.late_fusion:build_text_only")

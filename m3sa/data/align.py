@@ -97,7 +97,8 @@ def overlap_members(rows: np.ndarray, queries: np.ndarray, eps: float = EPSILON,
     q = len(queries)
     t0 = np.broadcast_to(np.asarray(eps if tol_start is None else tol_start, dtype=np.float64), (q,))
     t1 = np.broadcast_to(np.asarray(eps if tol_end is None else tol_end, dtype=np.float64), (q,))
-    q_ok = queries[:, 1] - queries[:, 0] > eps
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: not a valid interval
+        q_ok = queries[:, 1] - queries[:, 0] > eps
     order = None
     if not is_monotone(rows):
         order = np.argsort(rows[:, 0], kind="stable")
@@ -111,7 +112,8 @@ def overlap_members(rows: np.ndarray, queries: np.ndarray, eps: float = EPSILON,
     np.cumsum(cnt, out=indptr[1:])
     # indices = concatenation of arange(lo[j], lo[j] + cnt[j])
     indices = np.arange(indptr[-1], dtype=np.int64) + np.repeat(lo - indptr[:-1], cnt)
-    row_ok = rows[:, 1] - rows[:, 0] > eps
+    with np.errstate(invalid="ignore"):
+        row_ok = rows[:, 1] - rows[:, 0] > eps
     if len(indices) and not row_ok.all():  # drop zero-length / reversed rows
         keep = row_ok[indices]
         owner = np.repeat(np.arange(q), cnt)  # query of each member
@@ -126,7 +128,8 @@ def _dense_members(rows: np.ndarray, queries: np.ndarray, eps: float, t0: np.nda
                    q_ok: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fallback for rows whose ends are not monotone: the predicate on a (q, n) grid, in chunks."""
     n = len(rows)
-    row_ok = rows[:, 1] - rows[:, 0] > eps
+    with np.errstate(invalid="ignore"):
+        row_ok = rows[:, 1] - rows[:, 0] > eps
     chunk = max(1, 4_000_000 // max(n, 1))
     parts, counts = [], []
     for a in range(0, len(queries), chunk):

@@ -69,8 +69,10 @@ _HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 
 def _name(key: str | bytes) -> str:
-    """An HDF5 link name for messages (h5py returns names that are not UTF-8 as bytes)."""
-    return key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+    """An HDF5 link name for messages, on one line (h5py returns names that are not UTF-8 as
+    bytes; control characters are escaped)."""
+    text = key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 @contextmanager
@@ -177,7 +179,7 @@ class CSDReader:
     def _datasets(self, video: str) -> tuple[h5py.h5d.DatasetID, h5py.h5d.DatasetID]:
         """Low-level ids of a video's two datasets, shapes checked (HDF5 lookups dominate the
         cost of small arrays, so they go straight to the library)."""
-        where = f"{self.path}: video '{video}'"
+        where = f"{self.path}: video '{_name(video)}'"
         gid = self._data.id
         try:
             feats = h5py.h5d.open(gid, f"{video}/features".encode())
@@ -188,7 +190,7 @@ class CSDReader:
                 if grp is None:
                     raise CSDError(f"{where} not in the file") from None
                 if not isinstance(grp, h5py.Group):
-                    raise CSDError(f"{where}: 'data/{video}' is not a group") from None
+                    raise CSDError(f"{where}: 'data/{_name(video)}' is not a group") from None
                 for name in ("features", "intervals"):
                     if not isinstance(grp.get(name), h5py.Dataset):
                         raise CSDError(f"{where}: no '{name}' dataset") from None
@@ -211,9 +213,9 @@ class CSDReader:
             x, iv = self._read(feats), self._read(ivs)
         except (*_HDF5_ERRORS, TypeError) as err:
             first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
-            raise CSDError(f"{self.path}: video '{video}': cannot read arrays ({first[:160]})") from None
+            raise CSDError(f"{self.path}: video '{_name(video)}': cannot read arrays ({first[:160]})") from None
         if iv.dtype.kind not in "fiu":
-            raise CSDError(f"{self.path}: video '{video}': intervals must be numbers, got dtype {iv.dtype}")
+            raise CSDError(f"{self.path}: video '{_name(video)}': intervals must be numbers, got dtype {iv.dtype}")
         return x, iv
 
     def _read(self, dsid: h5py.h5d.DatasetID) -> np.ndarray:

@@ -419,11 +419,24 @@ def _bad_interval(start: float, end: float) -> str:
     return f"zero-length interval ({start:g}-{end:g} s)"
 
 
+def _utf8_words(tokens: list[bytes], path: Path, video: str) -> list[bytes]:
+    """The words as valid UTF-8 (Parquet strings must be): undecodable bytes become U+FFFD."""
+    if b"".join(tokens).isascii():  # the usual case, checked at C speed
+        return tokens
+    fixed = [t.decode("utf-8", errors="replace").encode() for t in tokens]
+    bad = sum(a != b for a, b in zip(tokens, fixed))
+    if bad:
+        log.warning("%s: video '%s': %d word(s) are not valid UTF-8; undecodable bytes replaced by U+FFFD",
+                    path, video, bad)
+    return fixed
+
+
 def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, report: _Report,
                  gt: dict[str, dict[str, bool]] | None) -> _Chunk:
     """The kept segments of one video: words, aligned sequences, labels; drops go to report."""
     y, seg_iv = _labels_of(streams.labels, video, cfg.label_column)
-    length = seg_iv[:, 1].astype(np.float64) - seg_iv[:, 0]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: dropped just below
+        length = seg_iv[:, 1].astype(np.float64) - seg_iv[:, 0]
     keep = np.isfinite(length) & (length > EPSILON)
     for k in np.flatnonzero(~keep):
         report.drop(f"{video}[{k}]", video, _bad_interval(float(seg_iv[k, 0]), float(seg_iv[k, 1])))
@@ -441,6 +454,9 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
         if m == "language":
             if feats.dtype.kind not in "SUO":
                 raise CSDError(f"{reader.path}: video '{video}': words must be byte strings, got dtype {feats.dtype}")
+            if feats.shape[1] != 1:
+                raise CSDError(f"{reader.path}: video '{video}': words must be stored one per row, shape (n, 1); "
+                               f"got {feats.shape}")
         else:
             _check_frames(reader, video, feats, streams.dims[m])
             feats = feats.astype(np.float32, copy=False)  # cleaned in place below
@@ -453,7 +469,8 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
     if "language" in data and keep.any():
         wfeat, wiv = data["language"]
         raw = wfeat.reshape(-1)
-        tokens = [t if isinstance(t, bytes) else str(t).encode() for t in raw.tolist()]
+        tokens = _utf8_words([t if isinstance(t, bytes) else str(t).encode() for t in raw.tolist()],
+                             streams.readers["language"].path, video)
         is_word = np.fromiter((t != b"sp" for t in tokens), dtype=bool, count=len(tokens))
         segs = np.flatnonzero(keep)
         indptr, indices = overlap_members(wiv, seg[segs], EPSILON, tol0[segs], tol1[segs])
