@@ -11,6 +11,8 @@ outputs of an earlier run byte for byte.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from m3sa.data.extract import extract
 from m3sa.errors import M3SAError
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: Multiplies the number of examples (M3SA_FUZZ_SCALE=20 for a long hunt; 1 keeps the file near 30 s).
+SCALE = max(1, int(os.environ.get("M3SA_FUZZ_SCALE", "1")))
 
 # ---------------------------------------------------------------- arbitrary HDF5 trees
 
@@ -181,7 +185,7 @@ def _check_one_line(err: M3SAError, path: Path) -> None:
     assert path.name in msg, msg  # names the file
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=250 * SCALE)
 @given(spec=hdf5_files())
 def test_reader_raises_only_csd_errors(spec):
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,35 +210,38 @@ def test_reader_raises_only_csd_errors(spec):
             _check_one_line(err, path)
 
 
-def test_known_nasty_files(tmp_path):
-    """Hand-picked cases the strategy reaches only by chance."""
-    cases: dict[str, dict] = {
-        "null_dataspace_features": {"top": {"r": ("grp", {"data": ("grp", {"v": ("grp", {
-            "features": ("ds", "f4", None, "normal", "plain"), "intervals": ("iv", 0)})})})}, "damage": None},
-        "scalar_intervals": {"top": {"r": ("grp", {"data": ("grp", {"v": ("grp", {
-            "features": ("ds", "f4", (1, 1), "normal", "plain"), "intervals": ("ds", "f8", (), "nan", "plain")})})})},
-            "damage": None},
-        "non_utf8_video_name": {"top": {"r": ("grp", {"data": ("grp", {b"\xff\xfe": ("grp", {
-            "features": ("ds", "f4", (2, 1), "normal", "plain"), "intervals": ("iv", 2)})})})}, "damage": None},
-        "compound_intervals": {"top": {"r": ("grp", {"data": ("grp", {"v": ("grp", {
-            "features": ("ds", "f4", (2, 1), "normal", "plain"),
-            "intervals": ("ds", "compound", (2, 2), "normal", "plain")})})})}, "damage": None},
-        "data_is_a_dataset": {"top": {"r": ("grp", {"data": ("ds", "f4", (2, 2), "normal", "plain")})},
-                              "damage": None},
-        "zero_bytes": {"top": {}, "damage": ("truncate", 0.0)},
-        "half_file": {"top": {"r": ("grp", {"data": ("grp", {"v": ("grp", {
-            "features": ("ds", "f4", (5, 3), "normal", "gzip"), "intervals": ("iv", 5)})})})},
-            "damage": ("truncate", 0.5)},
-    }
-    for name, spec in cases.items():
-        path = tmp_path / f"{name}.csd"
-        build(path, spec)
-        try:
-            csd = read_csd(path)
-        except M3SAError as err:
-            _check_one_line(err, path)
-        else:
-            assert all(isinstance(v, str) for v in csd.data), name
+def _video(features: tuple, intervals: tuple) -> dict:
+    return {"top": {"r": ("grp", {"data": ("grp", {"v": ("grp", {"features": features, "intervals": intervals})})})},
+            "damage": None}
+
+
+NASTY = {  # hand-picked cases the strategy reaches only by chance -> a fragment of the message
+    "null_dataspace": (_video(("ds", "f4", None, "normal", "plain"), ("iv", 0)),
+                       "video 'v': features must be 2-D (n, d), got an empty (null) dataset"),
+    "scalar_intervals": (_video(("ds", "f4", (1, 1), "normal", "plain"), ("ds", "f8", (), "nan", "plain")),
+                         "video 'v': intervals must have shape (n, 2), got ()"),
+    "compound_intervals": (_video(("ds", "f4", (2, 1), "normal", "plain"), ("ds", "compound", (2, 2), "normal", "plain")),
+                           "video 'v': intervals must be numbers"),
+    "non_utf8_video_name": ({"top": {"r": ("grp", {"data": ("grp", {b"\xff\xfe": ("grp", {})})})}, "damage": None},
+                            "video name '\\xff\\xfe' in 'data' is not UTF-8 text"),
+    "newline_in_root_name": ({"top": {"a\nb": ("grp", {})}, "damage": None}, "root group 'a\\nb' has no 'data' group"),
+    "data_is_a_dataset": ({"top": {"r": ("grp", {"data": ("ds", "f4", (2, 2), "normal", "plain")})}, "damage": None},
+                          "root group 'r' has no 'data' group"),
+    "zero_bytes": ({"top": {}, "damage": ("truncate", 0.0)}, "not an HDF5 file"),
+    "half_file": (dict(_video(("ds", "f4", (50, 3), "normal", "gzip"), ("iv", 50)), damage=("truncate", 0.5)),
+                  "truncated"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NASTY))
+def test_known_nasty_files(tmp_path, name):
+    spec, fragment = NASTY[name]
+    path = tmp_path / f"{name}.csd"
+    build(path, spec)
+    with pytest.raises(M3SAError) as err:
+        read_csd(path)
+    _check_one_line(err.value, path)
+    assert fragment in str(err.value)
 
 
 # ---------------------------------------------------------------- the extractor
@@ -424,7 +431,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())} if out.exists() else {}
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=120 * SCALE)
 @given(breakages=mutations(), earlier_run=st.booleans())
 def test_extract_raises_only_project_errors_and_leaves_no_partial_output(pristine, breakages, earlier_run):
     with tempfile.TemporaryDirectory() as tmp:
@@ -457,3 +464,32 @@ def test_extract_raises_only_project_errors_and_leaves_no_partial_output(pristin
                     continue
                 vals = np.array([v for r in rows for step in r[m] for v in step], dtype=np.float64)
                 assert np.isfinite(vals).all(), f"non-finite {m} values reached {split}.parquet"
+
+
+def _copy(pristine: Path, root: Path) -> Path:
+    root.mkdir()
+    for p in pristine.iterdir():
+        (root / p.name).write_bytes(p.read_bytes())
+    return root
+
+
+def test_non_utf8_words_are_replaced_and_reported(pristine, tmp_path, caplog):
+    root = _copy(pristine, tmp_path / "d")
+    mutate(root, "words", "words", "a", "non_utf8")
+    with caplog.at_level(logging.WARNING, logger="m3sa.data.extract"):
+        extract(config_for(root), progress=False)
+    rows = pq.read_table(root / "features" / "train.parquet").to_pylist()
+    words = [w for r in rows if r["video_id"] == "a" for w in r["words"]]
+    assert words[:2] == ["\ufffd\ufffdok", "caf\ufffd"]
+    assert "words.csd: video 'a': 6 word(s) are not valid UTF-8" in caplog.text
+
+
+def test_words_stored_without_a_column_are_refused(pristine, tmp_path):
+    root = _copy(pristine, tmp_path / "d")
+    with h5py.File(root / "words.csd", "a") as f:
+        del f["words/data/b/features"]
+        f["words/data/b/features"] = np.zeros((6, 0), dtype="S2")
+    with pytest.raises(M3SAError) as err:
+        extract(config_for(root), progress=False)
+    assert "words.csd: video 'b': words must be stored one per row, shape (n, 1); got (6, 0)" in str(err.value)
+    assert not (root / "features").exists() or not list((root / "features").iterdir())

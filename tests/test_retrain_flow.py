@@ -199,3 +199,13 @@ def test_promotion_is_pushed_to_the_git_and_dvc_remotes(toy_project, tmp_path):
     remote_refs = git_out(["ls-remote", "origin"], toy_project)
     assert f"{result.commit}\trefs/heads/main" in remote_refs and "refs/tags/champion-1" in remote_refs
     assert json.loads(sh(["dvc", "status", "--cloud", "--json"], toy_project).stdout or "{}") == {}
+
+
+def test_serve_entry_point_schedules_the_retraining(monkeypatch):
+    from pipelines import serve
+
+    calls = []
+    monkeypatch.setattr(serve.retrain, "serve", lambda **kwargs: calls.append(kwargs))
+    serve.main(["--pull", "--project-dir", "/data/m3sa"])
+    assert calls == [{"name": "nightly-retrain", "cron": "0 3 * * *",
+                      "parameters": {"project_dir": "/data/m3sa", "pull_first": True}}]

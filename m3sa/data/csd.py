@@ -159,7 +159,7 @@ class CSDReader:
                 names = list(self._data.keys())
             bad = next((k for k in names if not isinstance(k, str)), None)
             if bad is not None:
-                raise CSDError(f"{self.path}: video name {_name(bad)!r} in 'data' is not UTF-8 text; rename it")
+                raise CSDError(f"{self.path}: video name '{_name(bad)}' in 'data' is not UTF-8 text; rename it")
             self._videos = names
         return list(self._videos)
 

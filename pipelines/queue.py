@@ -1,0 +1,83 @@
+"""The paper's tables as DVC queued experiments, with DVC alone (no Prefect server).
+
+``python -m pipelines.queue table3 --seeds 0 1 2 --jobs 2`` queues one ``dvc exp run
+--queue -n <table>-<variant> -S ...`` per variant of the grid (:mod:`pipelines.grids`,
+:mod:`pipelines.table1`), starts ``dvc queue start -j JOBS``, waits until the queue is
+empty, then gathers every finished experiment into ``results/experiments.json``
+(``python -m stages.collect``), which the report stage depends on: the next ``dvc repro``
+re-renders only the report, with the Table 3 / Table 4 sections filled in.
+
+Why the queue rather than a ``matrix`` stage group: each variant becomes a named DVC
+experiment that ``dvc exp show``, ``dvc metrics diff``, ``dvc exp apply`` and
+``python -m stages.compare`` work on, the pipeline keeps one definition, and a plain
+``dvc repro`` does not retrain every variant. Queued runs execute in isolated copies of the
+repository (git-tracked files only: commit or ``git add`` your changes first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc
+from pipelines.grids import GRIDS
+from pipelines.table1 import TABLE1
+
+TABLES: dict[str, dict[str, list[str]]] = {**GRIDS, "table1": TABLE1}
+_ACTIVE = re.compile(r"\b(Queued|Running)\b")
+
+
+def queue_table(table: str, seeds: list[int], extra: list[str], cwd: Path) -> list[str]:
+    """Queue every variant of ``table``; return the experiment names."""
+    names = []
+    for variant, overrides in TABLES[table].items():
+        name = f"{table}-{variant}"
+        args = ["exp", "run", "--queue", "-n", name]
+        for item in [*overrides, f"train.seeds=[{', '.join(map(str, seeds))}]", *extra]:
+            args += ["-S", item]
+        run_dvc(args, cwd)
+        names.append(name)
+    return names
+
+
+def wait_for_queue(cwd: Path, poll_s: float = 10.0) -> None:
+    """Block until ``dvc queue status`` shows nothing queued or running."""
+    while _ACTIVE.search(capture([dvc_executable(), "queue", "status"], cwd)):
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.queue", description=__doc__.splitlines()[0])
+    parser.add_argument("table", choices=sorted(TABLES), help="which paper table to run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds per variant (paper: 5)")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="experiments run at once (dvc queue start -j)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for every variant, e.g. --set train.epochs=3")
+    parser.add_argument("--no-wait", action="store_true", help="queue and start, do not wait or collect")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cwd = Path.cwd()
+    try:
+        names = queue_table(args.table, args.seeds, args.extra, cwd)
+        print(f"queued {len(names)} experiments: {', '.join(names)}")
+        run_dvc(["queue", "start", "-j", str(args.jobs)], cwd)
+        if args.no_wait:
+            return 0
+        wait_for_queue(cwd)
+        failed = [line for line in capture([dvc_executable(), "queue", "status"], cwd).splitlines() if "Failed" in line]
+        if failed:
+            print("some experiments failed (`dvc queue logs <name>` shows why):\n" + "\n".join(failed), file=sys.stderr)
+        run_command([sys.executable, "-m", "stages.collect"], cwd)
+        print("results/experiments.json updated; `dvc repro` now renders the report with this table")
+        return 1 if failed else 0
+    except DvcError as err:
+        print(f"error: queue: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
