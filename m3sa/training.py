@@ -139,12 +139,20 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-def resume_digest(cfg: Config) -> str:
-    """Digest of the parameters a resumed run must share with ``last.pt`` (see RESUME_FREE_KEYS)."""
+def data_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the training data in ``meta.json``: input file hashes, counts, statistics."""
+    return {k: meta.get(k) for k in ("inputs", "counts", "dims", "modalities", "standardization", "align")}
+
+
+def resume_digest(cfg: Config, meta: dict[str, Any] | None = None) -> str:
+    """Digest a resumed run must share with ``last.pt``: the parameters (less RESUME_FREE_KEYS)
+    and the data's identity, so new data with unchanged params trains afresh."""
     raw = cfg.to_dict()
     for key in RESUME_FREE_KEYS:
         raw["train"].pop(key, None)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+    if meta is not None:
+        raw["data_identity"] = data_identity(meta)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- optimisation
@@ -366,7 +374,7 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric in LOWER_IS_BETTER else value > best
 
 
-def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer) -> _State | None:
+def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict[str, Any]) -> _State | None:
     if not path.exists():
         return None
     try:
@@ -374,9 +382,10 @@ def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer) -> _State 
     except CheckpointError as err:
         log.warning("%s; seed %d starts from scratch", err, seed)
         return None
-    if ckpt.get("seed") != seed or ckpt.get("resume_digest") != resume_digest(cfg) or "optimizer_state" not in ckpt:
+    digest = resume_digest(cfg, meta)
+    if ckpt.get("seed") != seed or ckpt.get("resume_digest") != digest or "optimizer_state" not in ckpt:
         why = (f"it belongs to seed {ckpt.get('seed')}" if ckpt.get("seed") != seed else
-               "it was written with other parameters" if ckpt.get("resume_digest") != resume_digest(cfg) else
+               "it was written with other parameters or data" if ckpt.get("resume_digest") != digest else
                "it holds no optimizer state")
         log.warning("%s: not resuming, %s; seed %d starts from scratch", path, why, seed)
         return None
@@ -462,7 +471,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
     model = build_model(cfg.model, data.dims, data.modalities)
     trainer = Trainer(cfg, model, rt)
     last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
-    state = _try_resume(last_path, cfg, seed, trainer)
+    state = _try_resume(last_path, cfg, seed, trainer, data.meta)
     resumed_from = state.epoch if state is not None else 0
     state = state or _State()
     sampler = BucketBatchSampler(data.train.lengths, tc.batch_size, seed=seed, num_replicas=rt.world, rank=rt.rank)
@@ -526,7 +535,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                         select_metric=tc.select_metric, valid_metrics=scores, **common))
                 save_checkpoint(last_path, make_checkpoint(
                     model_state=state_dict, epoch=epoch, best_valid=state.best, config_digest=cfg.digest(),
-                    resume_digest=resume_digest(cfg), optimizer_state=trainer.optimizer_state(),
+                    resume_digest=resume_digest(cfg, data.meta), optimizer_state=trainer.optimizer_state(),
                     train_state=state.to_dict(), select_metric=tc.select_metric, **common))
             rt.barrier()
             if state.stopped:

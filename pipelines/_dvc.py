@@ -1,8 +1,8 @@
-"""Subprocess helpers: run the ``dvc`` (and ``git``) CLI for the flows.
+"""Run the ``dvc`` (and ``git``) CLI for the flows, in subprocesses.
 
 The flows never import stage code; they run ``dvc`` in a subprocess, stream its output line
 by line into a logger (the Prefect run logger inside a task), and parse ``--json`` output.
-No Prefect import here, so these helpers are usable and testable on their own.
+No Prefect import here: these functions work and are tested on their own.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``python -m stages.extract [--params params.yaml] [--set data.align=none ...]``
 Input: the embedded sample (``data.source: sample``, from ``data.sample_dir``) or your own
 CMU-MultimodalSDK files (``data.source: csd``: ``data.csd_dir`` + ``data.files``, folds from
-``data.folds``).
+``data.folds``). A second extraction into the same features folder while one runs stops at
+once with a one-line error (m3sa.locking).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import logging
 
 from m3sa.config import Config
 from m3sa.data.extract import extract
+from m3sa.locking import output_lock
 from stages._cli import run
 
 log = logging.getLogger("stages.extract")
 
 
 def main(cfg: Config, args: argparse.Namespace) -> None:
-    meta = extract(cfg.data)
+    with output_lock(cfg.data.features_dir):  # one extraction at a time per features folder
+        meta = extract(cfg.data)
     if meta["dropped"]:
         reasons: dict[str, int] = {}
         for d in meta["dropped"]:

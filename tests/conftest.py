@@ -99,6 +99,6 @@ def tiny_text_encoder() -> tuple[Any, torch.nn.Module]:
 
 
 # ---------------------------------------------------------------- Prefect flows
-# The flow tests' fixtures (tests/prefect_fixtures.py): a session-wide temporary Prefect API
+# The flow tests' fixtures (tests/prefect_fixtures.py): one temporary Prefect API for the run
 # and a toy DVC project. Importing it points PREFECT_HOME at a temp dir before Prefect loads.
 from prefect_fixtures import prefect_api, toy_project, toy_template  # noqa: E402,F401

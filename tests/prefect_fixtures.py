@@ -144,7 +144,7 @@ def localize_toy_project(repo: Path) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    """A temporary Prefect API (SQLite in a temp dir) shared by the whole test session.
+    """A temporary Prefect API (SQLite in a temp dir) shared by the whole test run.
 
     It starts in about 7 s on an idle 2-core machine; the generous timeout covers a busy one.
     """
@@ -156,7 +156,7 @@ def prefect_api() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def toy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The toy project, built and committed once per session (copy it, do not modify it)."""
+    """The toy project, built and committed once per test run (copy it, do not modify it)."""
     return make_toy_project(tmp_path_factory.mktemp("toy-template") / "toy")
 
 

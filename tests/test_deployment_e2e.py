@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session, and its children."""
+    """Stop a process started as a process-group leader, and its children."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

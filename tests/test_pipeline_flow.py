@@ -1,4 +1,4 @@
-"""The pipeline flow: dvc helpers, stage order, retries, failures that name the stage."""
+"""The pipeline flow: dvc CLI wrappers, stage order, retries, failures that name the stage."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipelines.settings import apply_defaults, default_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ---------------------------------------------------------------- helpers, no Prefect run
+# ---------------------------------------------------------------- dvc wrappers, no Prefect run
 
 MERMAID = """flowchart TD
 \tnode1["evaluate"]

@@ -14,7 +14,7 @@ from pipelines.sweep import exp_run_args, make_task_runner, resolve_grid, summar
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ---------------------------------------------------------------- grids and helpers
+# ---------------------------------------------------------------- grids and arguments
 
 
 def test_table3_is_the_ablation_grid():

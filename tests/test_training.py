@@ -126,6 +126,9 @@ def test_changed_params_start_fresh(small, tmp_path, caplog):
     assert "written with other parameters" in caplog.text
     assert resume_digest(make_cfg(epochs=1)) == resume_digest(make_cfg(epochs=9, seeds=[0, 1]))
     assert resume_digest(make_cfg()) != resume_digest(make_cfg(model={"fusion": "concat"}))
+    # new data with unchanged params must not resume a finished run
+    meta = {"inputs": {"labels.csd": "aa"}, "counts": {"train": 10}}
+    assert resume_digest(make_cfg(), meta) != resume_digest(make_cfg(), {**meta, "inputs": {"labels.csd": "bb"}})
 
 
 def test_early_stopping_on_valid(small, tmp_path):

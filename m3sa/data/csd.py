@@ -68,10 +68,14 @@ def _decode_meta(raw: Any) -> Any:
 _HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 
+def _text(key: str | bytes) -> str:
+    """An HDF5 link name as text (h5py returns names that are not UTF-8 as bytes)."""
+    return key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+
+
 def _name(key: str | bytes) -> str:
-    """An HDF5 link name for messages, on one line (h5py returns names that are not UTF-8 as
-    bytes; control characters are escaped)."""
-    text = key if isinstance(key, str) else key.decode("utf-8", errors="backslashreplace")
+    """An HDF5 link name for messages, on one line (non-printable characters escaped)."""
+    text = _text(key)
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
@@ -113,7 +117,7 @@ class CSDReader:
                 self.metadata = self._read_metadata()
                 data = self._group.get("data")
             if not isinstance(data, h5py.Group):
-                raise CSDError(f"{self.path}: root group '{self.root}' has no 'data' group")
+                raise CSDError(f"{self.path}: root group '{_name(self.root)}' has no 'data' group")
             self._data = data
         except BaseException:
             self._file.close()
@@ -130,13 +134,13 @@ class CSDReader:
         if not groups:
             raise CSDError(f"{self.path}: no root group (expected one top-level group named by the root name)")
         if len(groups) == 1:
-            return _name(groups[0]), self._file[groups[0]]
+            return _text(groups[0]), self._file[groups[0]]
         # Several groups: the one whose metadata names itself is the root.
         for name in groups:
             meta = self._file[name].get("metadata")
             if isinstance(meta, h5py.Group) and isinstance(meta.get("root name"), h5py.Dataset):
                 if _decode_meta(meta["root name"][()]) == name:
-                    return _name(name), self._file[name]
+                    return _text(name), self._file[name]
         raise CSDError(f"{self.path}: {len(groups)} top-level groups ({', '.join(map(_name, groups[:3]))}...) and "
                        "none is marked as root by its 'root name' metadata")
 
@@ -145,11 +149,11 @@ class CSDReader:
         if meta is None:
             return {}
         if not isinstance(meta, h5py.Group):
-            raise CSDError(f"{self.path}: '{self.root}/metadata' is not a group")
+            raise CSDError(f"{self.path}: '{_name(self.root)}/metadata' is not a group")
         out: dict[str, Any] = {}
         for key, ds in meta.items():
             if isinstance(ds, h5py.Dataset):
-                out[_name(key)] = _decode_meta(ds[()])
+                out[_text(key)] = _decode_meta(ds[()])
         return out
 
     def videos(self) -> list[str]:

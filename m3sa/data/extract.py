@@ -532,12 +532,6 @@ def _load_ground_truth(path: Path) -> dict[str, dict[str, bool]]:
     return gt
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True) -> dict[str, Any]:
     """Extract ``cfg.features_dir/{train,valid,test}.parquet`` and ``meta.json`` from CSD input.
 
@@ -652,9 +646,14 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
             "has_ground_truth": gt is not None,
             "params": json.loads(json.dumps(dataclasses.asdict(cfg))),
         }
+        meta_tmp = out / ".meta.json.tmp"
+        meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
+        # meta.json marks a complete set: it is absent while the Parquet files are being
+        # replaced, so a run killed between two renames leaves no mix that looks complete.
+        (out / "meta.json").unlink(missing_ok=True)
         for s in SPLITS:
             os.replace(final[s], out / f"{s}.parquet")
-        _atomic_json(out / "meta.json", meta)
+        os.replace(meta_tmp, out / "meta.json")
     except OSError as err:
         raise OutputError(f"{out}: cannot write the features ({err.strerror or err})") from None
     finally:
