@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import make_project, set_params, sh
+from e2e import SHARED, make_project, set_params, sh
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +97,42 @@ def test_remote_round_trip_needs_no_retraining(project, tmp_path):
     assert "Data and pipelines are up to date" in out
     assert (clone / "models/seed_0/best.pt").exists()
     restore(project)
+
+
+REAL = SHARED / "data" / "mosi-real-trainvalid"
+REAL_FILES = {"words": "CMU_MOSI_TimestampedWords.csd", "acoustic": "CMU_MOSI_COVAREP.csd",
+              "labels": "CMU_MOSI_Opinion_Labels.csd"}
+
+
+def _real_subset(dest: Path, n_videos: int = 12) -> Path:
+    """A small CSD folder in the genuine MOSI layout (real words, labels, 73-d acoustic; no
+    visual), with its own train/valid/test folds drawn from the shared train/valid videos."""
+    from m3sa.data.csd import read_csd, write_csd
+
+    folds = json.loads((REAL / "folds.json").read_text())
+    videos = folds["train"][: n_videos - 4] + folds["valid"][:4]
+    dest.mkdir(parents=True)
+    for name in REAL_FILES.values():
+        csd = read_csd(REAL / name)
+        write_csd(dest / name, csd.root, {v: csd.data[v] for v in videos if v in csd.data}, csd.metadata)
+    split = {"train": videos[: n_videos - 6], "valid": videos[n_videos - 6: n_videos - 4], "test": videos[n_videos - 4:]}
+    (dest / "folds.json").write_text(json.dumps(split))
+    return dest
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="../shared/data/mosi-real-trainvalid is absent")
+def test_pipeline_on_real_csd_layout_without_visual(tmp_path):
+    data = _real_subset(tmp_path / "mosi")
+    repo = make_project(tmp_path / "proj", {
+        "data.source": "csd", "data.csd_dir": str(data), "data.folds": str(data / "folds.json"),
+        "data.files.words": REAL_FILES["words"], "data.files.acoustic": REAL_FILES["acoustic"],
+        "data.files.visual": None, "data.files.labels": REAL_FILES["labels"], "data.sample_size": "tiny"})
+    sh(["dvc", "repro"], repo)
+    meta = json.loads((repo / "data/features/meta.json").read_text())
+    assert meta["modalities"] == ["language", "acoustic"] and meta["dims"]["acoustic"] == 73
+    assert all(meta["counts"][s] > 0 for s in ("train", "valid", "test"))
+    masks = json.loads((repo / "metrics/masks.json").read_text())
+    assert set(masks["mean"]) == {"language", "acoustic"}
+    test = json.loads((repo / "metrics/test.json").read_text())
+    assert set(test["mean"]) == METRIC_KEYS
+    assert "CMU-MOSI" in (repo / "reports/report.md").read_text()

@@ -318,8 +318,8 @@ def generate_sample(out_dir: str | Path, size: str = "default", seed: int = 0, p
         raise ConfigError(f"params: 'data.sample_size' = {size!r} is not allowed; choose one of: {', '.join(SIZES)}")
     spec = SIZES[size]
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as err:
         raise OutputError(f"{out_dir.parent}: cannot create the sample directory ({err.strerror})") from None

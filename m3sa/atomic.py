@@ -1,0 +1,43 @@
+"""Files that appear whole or not at all (no torch import: for the report and the CLI tools).
+
+:func:`write_atomic` writes to a temporary file beside the target, flushes it to disk, then
+renames it over the target; on any error the temporary file is removed, the previous file
+(if any) is left as it was, and the error becomes an :class:`~m3sa.errors.OutputError`
+naming the target. ``m3sa.checkpoint.atomic_write`` does the same for a writer callback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from m3sa.errors import OutputError
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+    try:
+        try:  # mkstemp makes 0600 files; keep the previous file's mode, else the usual 0644
+            os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        except OSError:
+            pass
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
