@@ -95,7 +95,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
     lr_text: float = 5e-5

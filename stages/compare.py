@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from m3sa.atomic import write_atomic
 from m3sa.compare import comparison_table, records_from_exp_show, select
 from m3sa.errors import M3SAError
 from stages._cli import EXIT_USER_ERROR
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USER_ERROR)
     print(table)
     if args.output:
-        Path(args.output).write_text(table + "\n")
+        try:
+            write_atomic(args.output, table + "\n")
+        except M3SAError as err:
+            print(f"error: compare: {err}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":
