@@ -9,10 +9,25 @@ naming the target. ``m3sa.checkpoint.atomic_write`` does the same for a writer c
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from m3sa.errors import OutputError
+
+
+def os_reason(err: OSError) -> str:
+    """The reason of an OSError in one short line (h5py puts the errno text deep in a long,
+    multi-line message)."""
+    if err.errno:
+        return os.strerror(err.errno)  # pyarrow wraps it in a longer text
+    if err.strerror:
+        return err.strerror
+    text = str(err)
+    found = re.search(r"error message = '([^']*)'", text)
+    if found:
+        return found.group(1)
+    return (text.strip().splitlines() or [err.__class__.__name__])[0][:200]
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -23,7 +38,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+        raise OutputError(f"{path}: cannot write ({os_reason(err)})") from None
     try:
         try:  # mkstemp makes 0600 files; keep the previous file's mode, else the usual 0644
             os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
@@ -36,7 +51,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+        raise OutputError(f"{path}: cannot write ({os_reason(err)})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -90,12 +90,14 @@ def differing_params(records: list[Record]) -> list[str]:
     return [k for k in keys if len({repr(r.params.get(k)) for r in records}) > 1]
 
 
-def best_index(values: list[float | None], metric: str) -> int | None:
-    """Index of the best value (lowest MAE, highest otherwise); None if nothing to compare."""
-    scored = [(v, i) for i, v in enumerate(values) if isinstance(v, (int, float))]
-    if len(scored) < 2:
-        return None
-    return (min(scored) if metric in LOWER_IS_BETTER else max(scored))[1]
+def best_indices(values: list[float | None], metric: str) -> set[int]:
+    """Indices of the best value (lowest MAE, highest otherwise; all of them on a tie);
+    empty when fewer than two values or all equal (nothing to choose)."""
+    scored = {i: float(v) for i, v in enumerate(values) if isinstance(v, (int, float))}
+    if len(scored) < 2 or len(set(scored.values())) == 1:
+        return set()
+    best = min(scored.values()) if metric in LOWER_IS_BETTER else max(scored.values())
+    return {i for i, v in scored.items() if v == best}
 
 
 def comparison_table(records: list[Record], split: str = "test", metrics: tuple[str, ...] = METRIC_KEYS) -> str:
@@ -109,10 +111,10 @@ def comparison_table(records: list[Record], split: str = "test", metrics: tuple[
     for metric in present:
         means = [r.metrics.get(split, {}).get("mean", {}).get(metric) for r in records]
         stds = [r.metrics.get(split, {}).get("std", {}).get(metric) for r in records]
-        best = best_index(means, metric)
+        best = best_indices(means, metric)
         for i, (mean, std) in enumerate(zip(means, stds)):
             cell = "-" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-            rows[i].append(f"**{cell}**" if i == best else cell)
+            rows[i].append(f"**{cell}**" if i in best else cell)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     note = f"\n\n{split} metrics, mean ± std over seeds; best per metric in bold (MAE: lowest, others: highest)."

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from m3sa.atomic import os_reason
 from m3sa.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -56,21 +57,21 @@ def output_lock(folder: str | Path, timeout: float = 0.0, poll: float = 0.2, nam
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
+        raise OutputError(f"{folder}: cannot create the output folder ({os_reason(err)})") from None
     deadline = time.monotonic() + timeout
     waited = False
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise OutputError(f"{path}: cannot create the lock file ({err.strerror or err}); "
+            raise OutputError(f"{path}: cannot create the lock file ({os_reason(err)}); "
                               f"is {folder} writable?") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             os.close(fd)
             if err.errno not in _BUSY:
-                raise OutputError(f"{path}: cannot lock ({err.strerror or err})") from None
+                raise OutputError(f"{path}: cannot lock ({os_reason(err)})") from None
             if time.monotonic() >= deadline:
                 raise OutputError(
                     f"{folder}: another run is writing here ({_holder(path)}, lock {path}); wait for it to "

@@ -42,7 +42,8 @@ def run(name: str, main: Callable[[Config, argparse.Namespace], None], argv: lis
     except M3SAError as err:
         if debug:
             raise
-        print(f"error: {name}: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).split("\n"))  # the policy is one line, whatever the message holds
+        print(f"error: {name}: {one_line}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)

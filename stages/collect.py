@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from m3sa.atomic import write_atomic
 from m3sa.config import Config
-from m3sa.errors import DataError, OutputError
+from m3sa.errors import DataError
 from m3sa.report.experiments import from_exp_show
 from stages._cli import run
 
@@ -53,11 +54,7 @@ def main(cfg: Config, args: argparse.Namespace) -> None:
         data = dvc_exp_show(args.all_commits)
     entries = from_exp_show(data)
     out = Path(cfg.report.experiments)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
-    except OSError as err:
-        raise OutputError(f"{out}: cannot write ({err.strerror or err})") from None
+    write_atomic(out, json.dumps(entries, indent=1, sort_keys=True) + "\n")
     log.info("wrote %d experiments to %s", len(entries), out)
 
 

@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from m3sa.atomic import write_atomic
 from m3sa.config import Config
-from m3sa.errors import DataError, OutputError
+from m3sa.errors import DataError
 from m3sa.report.dvcplots import offline_vega_template, plots_document
 from m3sa.report.html import render_html
 from stages._cli import run
@@ -43,11 +44,7 @@ def dvc_plots_json(revisions: list[str], targets: list[str]) -> dict:
 
 
 def _write(out: Path, text: str) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise OutputError(f"{out}: cannot write ({err.strerror or err})") from None
+    write_atomic(out, text)  # OutputError naming the file; never half a page
 
 
 def write_vega_template(out: Path, js_files: list[str]) -> None:

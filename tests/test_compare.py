@@ -2,7 +2,7 @@
 
 import pytest
 
-from m3sa.compare import best_index, comparison_table, differing_params, records_from_exp_show, select
+from m3sa.compare import best_indices, comparison_table, differing_params, records_from_exp_show, select
 from m3sa.errors import M3SAError
 
 
@@ -44,10 +44,12 @@ def test_table_marks_best_per_metric_and_lists_only_differing_params():
     assert "model.dim" not in table
 
 
-def test_best_index_directions():
-    assert best_index([0.5, 0.4, None], "mae") == 1
-    assert best_index([0.5, 0.4], "corr") == 0
-    assert best_index([0.5], "corr") is None
+def test_best_indices_directions_and_ties():
+    assert best_indices([0.5, 0.4, None], "mae") == {1}
+    assert best_indices([0.5, 0.4], "corr") == {0}
+    assert best_indices([0.5, 0.5, 0.4], "corr") == {0, 1}
+    assert best_indices([0.5, 0.5], "corr") == set()
+    assert best_indices([0.5], "corr") == set()
 
 
 def test_unknown_name_is_a_clear_error():

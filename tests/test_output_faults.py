@@ -117,10 +117,11 @@ def complete(path: Path) -> bool:
 
 
 def check_consistent(ws: Path, before: dict[str, bytes], name: str, target: str, stderr: str, code: int) -> None:
-    lines = stderr.strip().splitlines()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert code == 2, (name, code, stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith(f"error: {name}: "), stderr[-2000:]
-    assert target in lines[0], lines[0]  # names the path
+    assert "Traceback" not in stderr and len(errors) == 1, stderr[-2000:]
+    assert errors[0].startswith(f"error: {name}: ") and stderr.rstrip().endswith(errors[0]), stderr[-2000:]
+    assert target in errors[0], errors[0]  # names the path
     after = snapshot(ws)
     leftovers = [f for f in after if Path(f).name.startswith(".") and f not in before and Path(f).name != ".filler"]
     assert not leftovers, f"temporary files left: {leftovers}"
@@ -198,13 +199,16 @@ def full_disk(folder: Path) -> Iterator[None]:
         pytest.skip("no permission to mount a tmpfs")
     try:
         shutil.copytree(aside, folder, dirs_exist_ok=True, symlinks=True)
-        with open(folder / ".filler", "wb") as fh:  # take every free block
-            try:
-                while True:
-                    fh.write(b"\0" * (64 << 10))
-                    fh.flush()
-            except OSError as err:
-                assert err.errno == errno.ENOSPC
+        fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # take every free block, down to the last byte
+            for chunk in (64 << 10, 4096, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
         yield
     finally:
         _umount(folder)

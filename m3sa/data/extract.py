@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from m3sa.atomic import os_reason
 from m3sa.config import DataConfig
 from m3sa.data.align import EPSILON, float32_tolerance, overlap_members, sum_members
 from m3sa.data.csd import CSDReader
@@ -275,10 +276,14 @@ class _SplitWriter:
         self.writer.close()
 
     def abort(self) -> None:
-        """Close without flushing (the caller deletes the file)."""
+        """Close without flushing (the caller deletes the file); never raises, so that the
+        error that ended the run is the one reported (closing may fail again on a full disk)."""
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - already failing; the file is deleted next
+                log.debug("closing a failed output writer", exc_info=True)
 
 
 def _normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -579,7 +584,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+        raise OutputError(f"{out}: cannot create the output folder ({os_reason(err)})") from None
     schema = features_schema(modalities, gt is not None)
     frame_mods = [m for m in FRAME_MODALITIES if m in readers]
     streams = _Streams(readers={m: readers[m] for m in modalities}, labels=labels, dims=dims)
@@ -655,7 +660,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
             os.replace(final[s], out / f"{s}.parquet")
         os.replace(meta_tmp, out / "meta.json")
     except OSError as err:
-        raise OutputError(f"{out}: cannot write the features ({err.strerror or err})") from None
+        raise OutputError(f"{out}: cannot write the features ({os_reason(err)})") from None
     finally:
         hasher.cancel()
         for w in writers.values():

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from m3sa.atomic import os_reason
 from m3sa.data.csd import csd_writer, words_features
 from m3sa.errors import ConfigError, OutputError
 
@@ -322,7 +323,7 @@ def generate_sample(out_dir: str | Path, size: str = "default", seed: int = 0, p
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as err:
-        raise OutputError(f"{out_dir.parent}: cannot create the sample directory ({err.strerror})") from None
+        raise OutputError(f"{out_dir.parent}: cannot create the sample directory ({os_reason(err)})") from None
     root = np.random.SeedSequence(seed)
     master = np.random.default_rng(root.spawn(1)[0])
     videos = sorted(_video_ids(master, spec.videos))
@@ -371,7 +372,7 @@ def generate_sample(out_dir: str | Path, size: str = "default", seed: int = 0, p
             os.replace(tmp, out_dir)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{out_dir}: cannot write the sample ({err.strerror or err})") from None
+        raise OutputError(f"{out_dir}: cannot write the sample ({os_reason(err)})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from m3sa.atomic import os_reason, write_atomic
 from m3sa.config import MODALITIES, Config
 from m3sa.errors import OutputError
 from m3sa.report import figures, provenance, published, tables
@@ -335,15 +336,15 @@ def write_report(doc: Document, out_dir: str | Path) -> list[Path]:
         keep = set()
         for fig in doc.figures():
             path = fig_dir / f"{fig.name}.png"
-            path.write_bytes(fig.png)
+            write_atomic(path, fig.png)
             keep.add(path.name)
             written.append(path)
         for stale in fig_dir.glob("*.png"):
             if stale.name not in keep:
                 stale.unlink()
         for name, text in (("report.md", render_markdown(doc)), ("report.html", render_html(doc))):
-            (out / name).write_text(text, encoding="utf-8")
+            write_atomic(out / name, text)  # whole or not at all: a full disk never leaves half a report
             written.append(out / name)
     except OSError as err:
-        raise OutputError(f"{out}: cannot write the report ({err.strerror or err})") from None
+        raise OutputError(f"{out}: cannot write the report ({os_reason(err)})") from None
     return written
