@@ -134,6 +134,15 @@ def _prediction_table(split: SplitData, seed: int, preds: Predictions) -> pa.Tab
     return pa.table(cols)
 
 
+def _score(preds: np.ndarray, labels: np.ndarray, split: str, features_dir: Path) -> dict[str, float]:
+    """The metrics of one split; all NaN (written as null) when the split is empty, e.g. a
+    dataset with only train and valid folds, whose valid metrics are then the ones to report."""
+    if labels.size == 0:
+        log.warning("%s/%s.parquet has no segments: its metrics are null", features_dir, split)
+        return {k: float("nan") for k in metrics_lib.METRIC_KEYS}
+    return dict(metrics_lib.regression_metrics(preds, labels))
+
+
 def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir: str | Path | None = None,
                  metrics_dir: str | Path = "metrics", predictions_path: str | Path = "predictions/test.parquet",
                  device: str | torch.device | None = None) -> dict[str, Any]:
@@ -166,7 +175,7 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
         data = splits[key]
         for name in ("valid", "test"):
             p = predict(model, data[name], bs, dev)
-            scores = metrics_lib.regression_metrics(p.pred, data[name].labels.numpy())
+            scores = _score(p.pred, data[name].labels.numpy(), name, features_dir)
             per_seed[name].append(dict(scores))
             if name == "test":
                 masks.append({"seed": seed, **p.filter_means()})
@@ -174,7 +183,7 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
         if cfg.evaluate.robustness:
             for m in ckpt["modalities"]:
                 p = predict(model, data["test"], bs, dev, drop=m)
-                robust.setdefault(m, []).append(dict(metrics_lib.regression_metrics(p.pred, data["test"].labels.numpy())))
+                robust.setdefault(m, []).append(_score(p.pred, data["test"].labels.numpy(), "test", features_dir))
         log.info("seed %d: test %s", seed, ", ".join(f"{k} {v:.4f}" for k, v in per_seed["test"][-1].items()))
     test = metrics_lib.aggregate(per_seed["test"])
     valid = metrics_lib.aggregate(per_seed["valid"])

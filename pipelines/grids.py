@@ -29,7 +29,9 @@ TABLE4: dict[str, list[str]] = {
     for fusion in ("add", "concat", "tensor", "graph")
 }
 
-GRIDS: dict[str, dict[str, list[str]]] = {"table3": TABLE3, "table4": TABLE4}
+from pipelines.table1 import LABELS as TABLE1_LABELS, TABLE1  # noqa: E402  (pure data too)
+
+GRIDS: dict[str, dict[str, list[str]]] = {"table1": TABLE1, "table3": TABLE3, "table4": TABLE4}
 
 LABELS: dict[str, str] = {
     "full-soft": "M3SA (Soft)",
@@ -48,3 +50,4 @@ LABELS: dict[str, str] = {
     "graph-soft": "Graph Fusion (Soft)",
     "graph-hard": "Graph Fusion (Hard)",
 }
+LABELS.update(TABLE1_LABELS)

@@ -24,10 +24,7 @@ import time
 from pathlib import Path
 
 from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc
-from pipelines.grids import GRIDS
-from pipelines.table1 import TABLE1
-
-TABLES: dict[str, dict[str, list[str]]] = {**GRIDS, "table1": TABLE1}
+from pipelines.grids import GRIDS as TABLES
 _ACTIVE = re.compile(r"\b(Queued|Running)\b")
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from m3sa.checkpoint import atomic_write
 from m3sa.config import Config
 from m3sa.evaluation import evaluate_all
+from m3sa.locking import output_lock
 from stages._cli import run
 
 METRICS_DIR = "metrics"
@@ -41,8 +42,9 @@ def write_plot_tables(predictions: str, masks_mean: dict[str, float]) -> None:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> None:
-    result = evaluate_all(cfg, metrics_dir=METRICS_DIR, predictions_path=PREDICTIONS)
-    write_plot_tables(PREDICTIONS, result["masks"]["mean"])
+    with output_lock(METRICS_DIR):  # one evaluation at a time writes metrics/, predictions/, plots/
+        result = evaluate_all(cfg, metrics_dir=METRICS_DIR, predictions_path=PREDICTIONS)
+        write_plot_tables(PREDICTIONS, result["masks"]["mean"])
     mean = result["test"]["mean"]
     log.info("test over %d seed(s): %s", len(cfg.train.seeds), ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
 

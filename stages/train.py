@@ -4,7 +4,9 @@ Writes ``models/seed_<s>/{best,last}.pt``, dvclive curves under ``train.live_dir
 ``metrics/train.json``. Rerunning resumes each seed from its ``last.pt`` when the
 parameters match. With ``train.nproc > 1`` the stage relaunches itself under
 ``torchrun --nproc_per_node=<nproc>`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA);
-launching it under ``torchrun`` directly works too.
+launching it under ``torchrun`` directly works too. While it runs, rank 0 holds
+``<train.models_dir>/.lock``: a second training of the same folder stops at once with a
+one-line error (m3sa.locking).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 
 from m3sa.config import Config
+from m3sa.locking import output_lock
 from m3sa.training import train_all
 from stages._cli import run
 
@@ -40,7 +43,10 @@ def main(cfg: Config, args: argparse.Namespace) -> None:
         return
     if int(os.environ.get("RANK", "0")) > 0:
         logging.getLogger().setLevel(logging.WARNING)  # one log stream: rank 0's
-    summary = train_all(cfg, metrics_path=METRICS_PATH)
+        summary = train_all(cfg, metrics_path=METRICS_PATH)
+    else:  # rank 0 (or the only process) holds the models folder: one training at a time
+        with output_lock(cfg.train.models_dir):
+            summary = train_all(cfg, metrics_path=METRICS_PATH)
     for row in summary["per_seed"]:
         log.info("seed %d: best %s %.4f at epoch %d of %d", row["seed"], row["select_metric"],
                  row["best_valid"] if row["best_valid"] is not None else float("nan"), row["best_epoch"], row["epochs_run"])

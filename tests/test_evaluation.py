@@ -173,3 +173,14 @@ def test_stage_error_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "best.pt: checkpoint not found" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_empty_test_split_gives_null_test_metrics_and_real_valid_ones(tmp_path):
+    """Datasets with only train and valid folds (e.g. the real MOSI train/valid files)."""
+    write_features(tmp_path / "features", sizes=(16, 8, 0))
+    cfg = make_cfg(tmp_path)
+    train_all(cfg)
+    result = evaluate_all(cfg, metrics_dir=tmp_path / "metrics", predictions_path=tmp_path / "p.parquet")
+    assert all(np.isnan(v) for v in result["test"]["mean"].values())
+    assert np.isfinite(result["valid"]["mean"]["mae"])
+    assert load(tmp_path / "metrics/test.json")["mean"]["mae"] is None  # NaN is written as null
