@@ -144,7 +144,7 @@ def sample(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2])
 def test_extraction_killed_part_way_leaves_no_partial_parquet_and_reruns(sample, tmp_path, delay):
     reference = extract_workspace(tmp_path / "ref", sample)
     finish(reference, "extract")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from m3sa.data.features import META_KEYS
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -123,10 +125,11 @@ def test_wrong_column_type_is_data_error(features, tokenizer):
 def test_meta_problems(tmp_path):
     with pytest.raises(DataError, match="meta.json: not found"):
         read_meta(tmp_path)
-    (tmp_path / "meta.json").write_text(json.dumps({"modalities": ["language", "smell"]}))
+    base = {k: {} for k in META_KEYS}
+    (tmp_path / "meta.json").write_text(json.dumps({**base, "modalities": ["language", "smell"]}))
     with pytest.raises(DataError, match="modalities"):
         read_meta(tmp_path)
-    (tmp_path / "meta.json").write_text(json.dumps({"modalities": ["language", "acoustic"], "dims": {}}))
+    (tmp_path / "meta.json").write_text(json.dumps({**base, "modalities": ["language", "acoustic"], "dims": {}}))
     with pytest.raises(DataError, match="dims.acoustic"):
         read_meta(tmp_path)
 

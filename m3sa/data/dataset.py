@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from m3sa.config import MODALITIES
+from m3sa.data.features import read_meta  # noqa: F401  (re-exported: training and evaluation read it here)
 from m3sa.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -35,35 +36,10 @@ FRAME_MODALITIES = ("acoustic", "visual")
 # ---------------------------------------------------------------- meta.json
 
 
-def read_meta(features_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``<features_dir>/meta.json`` (the fields training relies on)."""
-    path = Path(features_dir) / "meta.json"
-    if not path.exists():
-        raise DataError(f"{path}: not found; run `python -m stages.extract` first")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not readable JSON ({err.__class__.__name__}); rerun `python -m stages.extract`") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: must hold a JSON object")
-    mods = meta.get("modalities")
-    if not isinstance(mods, list) or not mods or any(m not in MODALITIES for m in mods):
-        raise DataError(f"{path}: 'modalities' must be a non-empty list drawn from {list(MODALITIES)}, got {mods!r}")
-    dims = meta.get("dims", {})
-    for m in mods:
-        if m in FRAME_MODALITIES and not (isinstance(dims.get(m), int) and dims[m] > 0):
-            raise DataError(f"{path}: 'dims.{m}' must be a positive integer (modality '{m}' is listed), got {dims.get(m)!r}")
-    return meta
-
-
 def load_tokenizer(spec: str) -> Any:
     """The fast tokenizer of the text encoder ``spec`` (``model.text_encoder``)."""
-    try:
-        from m3sa.models.text import load_tokenizer as _load
-    except ImportError:  # pragma: no cover - older model package without the tokenizer-only loader
-        from m3sa.models import load_text_encoder
+    from m3sa.models.text import load_tokenizer as _load
 
-        return load_text_encoder(spec)[0]
     return _load(spec)
 
 

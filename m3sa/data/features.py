@@ -72,6 +72,10 @@ def read_meta(features_dir: str | Path) -> dict[str, Any]:
     if bad or not meta["modalities"]:
         raise DataError(f"{path}: 'modalities' = {meta['modalities']!r}; expected a non-empty subset of "
                         "language, acoustic, visual")
+    dims = meta.get("dims") or {}
+    for m in meta["modalities"]:
+        if m in FRAME_MODALITIES and not (isinstance(dims.get(m), int) and dims[m] > 0):
+            raise DataError(f"{path}: 'dims.{m}' must be a positive integer (modality '{m}' is listed), got {dims.get(m)!r}")
     return meta
 
 
