@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from m3sa.data.features import META_KEYS
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from m3sa.data.features import META_KEYS
 from m3sa.data.dataset import BucketBatchSampler, Ragged, iterate_batches, load_split, load_tokenizer, read_meta
 from m3sa.errors import DataError
 from tiny_features import DIMS, schema, write_features
