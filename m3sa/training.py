@@ -44,10 +44,11 @@ from tqdm import tqdm
 
 from m3sa import losses
 from m3sa import metrics as metrics_lib
+from m3sa.atomic import os_reason
 from m3sa.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, write_json
 from m3sa.config import Config, TrainConfig
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
-from m3sa.errors import CheckpointError, TrainingError
+from m3sa.errors import CheckpointError, OutputError, TrainingError
 from m3sa.evaluation import Predictions, autocast_for, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -396,10 +397,38 @@ def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict
     return state
 
 
-def _open_live(live_dir: Path, seed: int, resume: bool) -> Any:
+@contextmanager
+def _curve_errors(live_dir: Path) -> Iterator[None]:
+    """dvclive's write errors (read-only folder, full disk) as OutputError naming the folder."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"{live_dir}: cannot write the training curves ({os_reason(err)})") from None
+
+
+def _log_epoch(live: Any, epoch: int, means: dict[str, float], scores: dict[str, float],
+               filters: dict[str, float]) -> None:
+    live.step = epoch - 1
+    for k, v in means.items():
+        live.log_metric(f"train/{k}", v)
+    for k, v in scores.items():
+        live.log_metric(f"valid/{k}", v)
+    for m, v in filters.items():
+        live.log_metric(f"valid/filter_{m}", v)
+    live.next_step()
+
+
+def _open_live(live_dir: Path, seed: int, history: list[dict[str, Any]]) -> Any:
+    """Fresh dvclive curves, rewritten from the checkpoint's ``history`` on resume: a run killed
+    (or out of disk) while writing them leaves no truncated file or repeated step behind."""
     from dvclive import Live
 
-    return Live(dir=str(live_dir / f"seed_{seed}"), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
+    with _curve_errors(live_dir):
+        live = Live(dir=str(live_dir / f"seed_{seed}"), resume=False, dvcyaml=False, save_dvc_exp=False,
+                    report=None)
+        for h in history:
+            _log_epoch(live, h["epoch"], h["train"], h["valid"], h["filter"])
+    return live
 
 
 def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, cfg: Config, rt: Runtime,
@@ -475,7 +504,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
     resumed_from = state.epoch if state is not None else 0
     state = state or _State()
     sampler = BucketBatchSampler(data.train.lengths, tc.batch_size, seed=seed, num_replicas=rt.world, rank=rt.rank)
-    live = _open_live(live_dir, seed, resume=resumed_from > 0) if rt.main else None
+    live = _open_live(live_dir, seed, state.history) if rt.main else None
     common = dict(seed=seed, cfg=cfg, dims=data.dims, modalities=data.modalities,
                   standardization=data.meta.get("standardization", {}))
     log.info("seed %d: %s on %s x%d, %d parameters, two-phase %s", seed, cfg.model.name, rt.device, rt.world,
@@ -520,14 +549,8 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                      " (best)" if improved else "", seen / secs if secs else 0.0, nb)
             if rt.main:
                 if live is not None:
-                    live.step = epoch - 1
-                    for k, v in means.items():
-                        live.log_metric(f"train/{k}", v)
-                    for k, v in scores.items():
-                        live.log_metric(f"valid/{k}", v)
-                    for m, v in filters.items():
-                        live.log_metric(f"valid/filter_{m}", v)
-                    live.next_step()
+                    with _curve_errors(live_dir):
+                        _log_epoch(live, epoch, means, scores, filters)
                 state_dict = trainer.core.state_dict()
                 if improved:
                     save_checkpoint(best_path, make_checkpoint(
@@ -543,7 +566,8 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                          seed, epoch, tc.select_metric, state.bad_epochs, state.best_epoch)
     finally:
         if live is not None:
-            live.end()
+            with _curve_errors(live_dir):
+                live.end()
     return {
         "seed": seed,
         "best_epoch": state.best_epoch,
