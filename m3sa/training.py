@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -398,12 +399,17 @@ def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict
 
 
 @contextmanager
-def _curve_errors(live_dir: Path) -> Iterator[None]:
-    """dvclive's write errors (read-only folder, full disk) as OutputError naming the folder."""
+def _curve_errors(folder: Path) -> Iterator[None]:
+    """dvclive's write errors (read-only folder, full disk) as OutputError naming the folder.
+
+    dvclive rewrites its files in place, so a failed write may leave one cut short; the
+    folder is removed instead (a resumed run rebuilds it from last.pt's history).
+    """
     try:
         yield
     except OSError as err:
-        raise OutputError(f"{live_dir}: cannot write the training curves ({os_reason(err)})") from None
+        shutil.rmtree(folder, ignore_errors=True)
+        raise OutputError(f"{folder}: cannot write the training curves ({os_reason(err)})") from None
 
 
 def _log_epoch(live: Any, epoch: int, means: dict[str, float], scores: dict[str, float],
@@ -423,7 +429,7 @@ def _open_live(live_dir: Path, seed: int, history: list[dict[str, Any]]) -> Any:
     (or out of disk) while writing them leaves no truncated file or repeated step behind."""
     from dvclive import Live
 
-    with _curve_errors(live_dir):
+    with _curve_errors(live_dir / f"seed_{seed}"):
         live = Live(dir=str(live_dir / f"seed_{seed}"), resume=False, dvcyaml=False, save_dvc_exp=False,
                     report=None)
         for h in history:
@@ -549,7 +555,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                      " (best)" if improved else "", seen / secs if secs else 0.0, nb)
             if rt.main:
                 if live is not None:
-                    with _curve_errors(live_dir):
+                    with _curve_errors(live_dir / f"seed_{seed}"):
                         _log_epoch(live, epoch, means, scores, filters)
                 state_dict = trainer.core.state_dict()
                 if improved:
@@ -566,7 +572,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                          seed, epoch, tc.select_metric, state.bad_epochs, state.best_epoch)
     finally:
         if live is not None:
-            with _curve_errors(live_dir):
+            with _curve_errors(live_dir / f"seed_{seed}"):
                 live.end()
     return {
         "seed": seed,

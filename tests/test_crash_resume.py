@@ -183,3 +183,29 @@ def test_extraction_killed_while_replacing_an_earlier_run_never_mixes_the_two(sa
             assert final in (old, new), "meta.json next to Parquet files of another run"
         finish(ws, "extract")
         assert outputs(ws / "features") == new
+
+
+def test_damaged_curves_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
+    """A run that died while dvclive wrote (empty metrics.json, a half line in a .tsv) resumes,
+    and its curves end as an uninterrupted run's: rebuilt from last.pt's history."""
+    from m3sa.config import config_from_dict
+    from m3sa.training import train
+
+    def cfg(epochs: int):
+        return config_from_dict({"model": {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2,
+                                           "max_tokens": 24},
+                                 "train": {"seeds": [0], "epochs": epochs, "batch_size": 16, "patience": 9,
+                                           "device": "cpu", "num_threads": 1}})
+
+    features = write_features(tmp_path / "features", sizes=(48, 16, 16))
+    straight, broken = tmp_path / "a", tmp_path / "b"
+    train(cfg(3), features, straight / "models", straight / "dvclive", 0)
+    train(cfg(2), features, broken / "models", broken / "dvclive", 0)
+    seed_dir = broken / "dvclive" / "seed_0"
+    (seed_dir / "metrics.json").write_text("")
+    with open(seed_dir / "plots" / "metrics" / "valid" / "mae.tsv", "a") as fh:
+        fh.write("2\t0.12")  # a row cut short
+    result = train(cfg(3), features, broken / "models", broken / "dvclive", 0)
+    assert result["resumed_from_epoch"] == 2
+    assert curve(straight) == curve(broken) and [s for s, _ in curve(broken)] == ["0", "1", "2"]
+    assert json.loads((seed_dir / "metrics.json").read_text())["step"] == 2

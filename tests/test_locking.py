@@ -167,3 +167,21 @@ def test_two_extractions_started_together_do_not_corrupt_the_outputs(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.parquet", "train.parquet", "valid.parquet"]
     for split, n in meta["counts"].items():
         assert pq.read_table(out / f"{split}.parquet").num_rows == n
+
+
+@pytest.mark.parametrize("stage, folder", [("train", "models"), ("evaluate", "metrics")])
+def test_train_and_evaluate_stages_refuse_while_their_folder_is_locked(tmp_path, stage, folder):
+    """The lock is taken before any work, so a second run stops at once and touches nothing."""
+    ws = _workspace(tmp_path)
+    child = hold_in_child(ws / folder)
+    try:
+        proc = _stage(ws, stage)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.wait()
+    assert proc.returncode == 2, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert lines == [err.strip().splitlines()[-1]]
+    assert lines[0].startswith(f"error: {stage}: {folder}: another run is writing here (pid {child.pid} on ")
+    assert sorted(p.name for p in ws.iterdir()) == sorted(["params.yaml", folder])

@@ -265,3 +265,14 @@ def test_file_size_limit(workspace, tmp_path, name):
                           text=True, timeout=600, preexec_fn=_no_file_writes)
     check_consistent(ws, before, name, "", proc.stderr, proc.returncode)
     assert "File too large" in proc.stderr
+
+
+def test_read_only_curves_folder(workspace, tmp_path, capsys):
+    """dvclive's folder read-only: the same one line, naming it (dvclive itself raises OSError)."""
+    ws = copy_workspace(workspace, tmp_path / "ws", "train")
+    before = snapshot(ws)
+    capsys.readouterr()
+    with read_only(ws / "dvclive"):
+        code = run_stage(ws, "train", [])
+        err = capsys.readouterr().err
+    check_consistent(ws, before, "train", "dvclive/seed_0: cannot write the training curves", err, code)
