@@ -44,7 +44,17 @@ sys.path.insert(0, str(ROOT))
 from m3sa.config import load_params  # noqa: E402
 from m3sa.report.experiments import flatten  # noqa: E402
 from m3sa.report.published import TABLE1_MOSI  # noqa: E402
+from pipelines.grids import LABELS as GRID_LABELS, TABLE3  # noqa: E402
 from pipelines.table1 import LABELS, TABLE1  # noqa: E402
+
+#: Table 1's systems plus the model issue's quality variants (Table 3 ablations, text only).
+SYSTEMS: dict[str, list[str]] = {
+    **TABLE1,
+    **{f"m3sa-{k}": ["model.name=m3sa", *v] for k, v in TABLE3.items() if k.startswith("wo-")},
+    "text-only": ["model.name=text_only"],
+}
+SYSTEM_LABELS = {**LABELS, **{f"m3sa-{k}": GRID_LABELS[k] for k in TABLE3 if k.startswith("wo-")},
+                 "text-only": "Text only (same text encoder, fine-tuned)"}
 
 IGNORE = shutil.ignore_patterns(".venv", ".git", ".dvc", ".cache", ".hypothesis", ".pytest_cache", "__pycache__",
                                 "*.egg-info", "data", "models", "metrics", "predictions", "reports", "dvclive",
@@ -83,10 +93,10 @@ def run_grid(workdir: Path, systems: list[str], seeds: list[int], overrides: lis
     rows: dict[str, Any] = {}
     experiments: list[dict[str, Any]] = []
     for system in systems:
-        sys_overrides = [*overrides, *TABLE1[system], seed_set]
+        sys_overrides = [*overrides, *SYSTEMS[system], seed_set]
         for out in ("models", "dvclive", "metrics", "predictions"):
             shutil.rmtree(repo / out, ignore_errors=True)
-        row: dict[str, Any] = {"label": LABELS[system], "overrides": TABLE1[system]}
+        row: dict[str, Any] = {"label": SYSTEM_LABELS[system], "overrides": SYSTEMS[system]}
         try:
             row["train_s"] = stage(repo, "train", sys_overrides)
             row["evaluate_s"] = stage(repo, "evaluate", sys_overrides)
@@ -104,6 +114,7 @@ def run_grid(workdir: Path, systems: list[str], seeds: list[int], overrides: lis
         row["metrics"] = docs[split]
         row["train"] = {k: docs["train"]["mean"].get(k) for k in ("epochs_run", "wall_s", "samples_per_s")}
         row["device"] = docs["train"].get("device")
+        row["filters"] = filter_summary(repo / "predictions" / "test.parquet")
         rows[system] = row
         params = flatten(load_params(repo / "params.yaml", sys_overrides).to_dict())
         experiments.append({"name": f"table1-{system}", "params": params, "metrics": {"test": docs[split]}})
@@ -112,6 +123,43 @@ def run_grid(workdir: Path, systems: list[str], seeds: list[int], overrides: lis
     return {"repo": str(repo), "overrides": overrides, "seeds": seeds, "split": split, "stage_s": times,
             "counts": meta.get("counts"), "modalities": meta.get("modalities"), "systems": rows,
             "python": platform.python_version(), "machine": platform.machine()}
+
+
+def filter_summary(path: Path) -> dict[str, Any] | None:
+    """Mean filter value per modality on the test predictions, over all segments and, where the
+    planted ground truth exists, over informative and non-informative segments apart."""
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    out: dict[str, Any] = {}
+    for col in [c for c in df.columns if c.startswith("filter_")]:
+        m = col[len("filter_"):]
+        vals = df[col]
+        if vals.isna().all():
+            continue
+        doc: dict[str, Any] = {"all": float(vals.mean())}
+        gt = f"gt_{m}"
+        if gt in df.columns and df[gt].notna().any():
+            informative = df[gt].astype("boolean").fillna(False).to_numpy(bool)
+            doc["informative"] = float(vals[informative].mean()) if informative.any() else None
+            doc["noise"] = float(vals[~informative].mean()) if (~informative).any() else None
+            doc["informative_share"] = float(informative.mean())
+        out[m] = doc
+    return out or None
+
+
+def filter_table(result: dict[str, Any]) -> str:
+    """Mean test filter value per modality (all / informative / noise segments) per system."""
+    lines = ["| System | modality | mean filter (all) | informative segments | noise segments | informative share |",
+             "|---|---|---|---|---|---|"]
+    for row in result["systems"].values():
+        for m, doc in (row.get("filters") or {}).items():
+            cells = [row["label"], m, f"{doc['all']:.3f}"]
+            cells += ["" if doc.get(k) is None else f"{doc[k]:.3f}" for k in ("informative", "noise", "informative_share")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def fmt(doc: dict[str, Any], key: str, scale: float) -> str:
@@ -145,7 +193,7 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", nargs="+", default=list(TABLE1), choices=list(TABLE1))
+    parser.add_argument("--systems", nargs="+", default=list(TABLE1), choices=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--split", choices=["test", "valid"], default="test", help="split whose metrics are shown")
@@ -164,6 +212,10 @@ def main() -> None:
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["stage_s"].items())
           + f"; total {result['total_s']:.1f}")
     print(table(result))
+    filters = filter_table(result)
+    if filters:
+        print("\nMean filter value on test (1 = modality kept, 0 = replaced by its baseline embedding):")
+        print(filters)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
