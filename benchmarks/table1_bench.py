@@ -47,7 +47,7 @@ from m3sa.report.published import TABLE1_MOSI  # noqa: E402
 from pipelines.grids import LABELS as GRID_LABELS, TABLE3  # noqa: E402
 from pipelines.table1 import LABELS, TABLE1  # noqa: E402
 
-#: Table 1's systems plus the model issue's quality variants (Table 3 ablations, text only).
+#: Table 1's systems plus the quality variants (Table 3's ablations with the soft filter, text only).
 SYSTEMS: dict[str, list[str]] = {
     **TABLE1,
     **{f"m3sa-{k}": ["model.name=m3sa", *v] for k, v in TABLE3.items() if k.startswith("wo-")},
