@@ -1,9 +1,10 @@
 """Files that appear whole or not at all (no torch import: for the report and the CLI tools).
 
-:func:`write_atomic` writes to a temporary file beside the target, flushes it to disk, then
-renames it over the target; on any error the temporary file is removed, the previous file
-(if any) is left as it was, and the error becomes an :class:`~m3sa.errors.OutputError`
-naming the target. ``m3sa.checkpoint.atomic_write`` does the same for a writer callback.
+:func:`atomic_write` runs a writer callback on a temporary file beside the target, flushes
+it to disk, then renames it over the target; on any error the temporary file is removed,
+the previous file (if any) is left as it was, and an OSError becomes an
+:class:`~m3sa.errors.OutputError` naming the target. :func:`write_atomic` does it for bytes
+or text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from m3sa.errors import OutputError
 
@@ -30,10 +32,10 @@ def os_reason(err: OSError) -> str:
     return (text.strip().splitlines() or [err.__class__.__name__])[0][:200]
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns ``path``."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it to
+    ``path`` (keeping the previous file's mode, else 0644); returns ``path``."""
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +47,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         except OSError:
             pass
         with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -56,3 +58,9 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns ``path``."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return atomic_write(path, lambda fh: fh.write(raw))

@@ -10,19 +10,17 @@ into place with ``os.replace``, so a crash never leaves a half-written file behi
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from m3sa.atomic import atomic_write
 from m3sa.config import Config, config_from_dict
-from m3sa.errors import CheckpointError, M3SAError, OutputError
+from m3sa.errors import CheckpointError, M3SAError
 
 FORMAT = "m3sa-checkpoint"
 VERSION = 1
@@ -30,29 +28,7 @@ REQUIRED_KEYS = ("format", "version", "model_state", "epoch", "seed", "best_vali
                  "modalities", "standardization")
 
 
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it to ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# ---------------------------------------------------------------- JSON files
 
 
 def _json_safe(obj: Any) -> Any:

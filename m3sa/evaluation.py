@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from m3sa import metrics as metrics_lib
-from m3sa.checkpoint import atomic_write, load_model, write_json
+from m3sa.atomic import atomic_write
+from m3sa.checkpoint import load_model, write_json
 from m3sa.config import Config
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
 from m3sa.errors import ModelError

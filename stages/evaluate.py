@@ -14,7 +14,7 @@ import logging
 
 import pyarrow.parquet as pq
 
-from m3sa.checkpoint import atomic_write
+from m3sa.atomic import atomic_write
 from m3sa.config import Config
 from m3sa.evaluation import evaluate_all
 from m3sa.locking import output_lock

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from m3sa.checkpoint import atomic_write
+from m3sa.atomic import atomic_write
 from m3sa.config import Config
 from m3sa.errors import DataError, OutputError
 from m3sa.predict import FILE_KEYS, Predictor

@@ -9,8 +9,9 @@ import pickle
 import pytest
 import torch
 
-from m3sa.checkpoint import (FORMAT, atomic_write, checkpoint_config, load_checkpoint, load_model, make_checkpoint,
-                             save_checkpoint, write_json)
+from m3sa.atomic import atomic_write
+from m3sa.checkpoint import (FORMAT, checkpoint_config, load_checkpoint, load_model, make_checkpoint, save_checkpoint,
+                             write_json)
 from m3sa.config import Config, ModelConfig, config_from_dict
 from m3sa.errors import CheckpointError, OutputError
 from m3sa.models import build_model
