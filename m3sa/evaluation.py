@@ -135,12 +135,19 @@ def _prediction_table(split: SplitData, seed: int, preds: Predictions) -> pa.Tab
     return pa.table(cols)
 
 
-def _score(preds: np.ndarray, labels: np.ndarray, split: str, features_dir: Path) -> dict[str, float]:
+def _score(preds: np.ndarray, labels: np.ndarray, split: str, features_dir: Path, model_path: Path) -> dict[str, float]:
     """The metrics of one split; all NaN (written as null) when the split is empty, e.g. a
-    dataset with only train and valid folds, whose valid metrics are then the ones to report."""
+    dataset with only train and valid folds, whose valid metrics are then the ones to report.
+
+    Raises :class:`ModelError` when the model at ``model_path`` predicts NaN/inf.
+    """
     if labels.size == 0:
         log.warning("%s/%s.parquet has no segments: its metrics are null", features_dir, split)
         return {k: float("nan") for k in metrics_lib.METRIC_KEYS}
+    bad = int(np.size(preds) - np.isfinite(preds).sum())
+    if bad:
+        raise ModelError(f"{model_path}: {bad} of {np.size(preds)} predictions on {features_dir}/{split}.parquet "
+                         f"are NaN/inf; the checkpoint is broken (retrain it) or the features hold extreme values")
     return dict(metrics_lib.regression_metrics(preds, labels))
 
 
@@ -176,7 +183,7 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
         data = splits[key]
         for name in ("valid", "test"):
             p = predict(model, data[name], bs, dev)
-            scores = _score(p.pred, data[name].labels.numpy(), name, features_dir)
+            scores = _score(p.pred, data[name].labels.numpy(), name, features_dir, path)
             per_seed[name].append(dict(scores))
             if name == "test":
                 masks.append({"seed": seed, **p.filter_means()})
@@ -184,13 +191,14 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
         if cfg.evaluate.robustness:
             for m in ckpt["modalities"]:
                 p = predict(model, data["test"], bs, dev, drop=m)
-                robust.setdefault(m, []).append(_score(p.pred, data["test"].labels.numpy(), "test", features_dir))
+                robust.setdefault(m, []).append(_score(p.pred, data["test"].labels.numpy(), "test", features_dir, path))
         log.info("seed %d: test %s", seed, ", ".join(f"{k} {v:.4f}" for k, v in per_seed["test"][-1].items()))
     test = metrics_lib.aggregate(per_seed["test"])
     valid = metrics_lib.aggregate(per_seed["valid"])
     mods = [m for m in meta["modalities"] if all(m in s for s in masks)]
     mask_mean = {m: float(np.mean([s[m] for s in masks])) for m in mods}
-    mask_doc = {"mean": mask_mean, "std": {m: float(np.std([s[m] for s in masks])) for m in mods},
+    ddof = 1 if len(masks) > 1 else 0  # sample std over seeds, as metrics.aggregate
+    mask_doc = {"mean": mask_mean, "std": {m: float(np.std([s[m] for s in masks], ddof=ddof)) for m in mods},
                 "hard_keep_rate": dict(mask_mean) if hard and mask_mean else None, "per_seed": masks}
     robust_doc = {m: {**metrics_lib.aggregate(v)} for m, v in robust.items()}
     write_json(metrics_dir / "test.json", test)

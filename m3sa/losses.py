@@ -13,7 +13,7 @@ the shared head C.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -50,6 +50,7 @@ def modulated_loss(
     norm: Literal["none", "batch_mean"] = "none",
     eps: float = 1e-6,
     reduction: Literal["sum", "none"] = "sum",
+    batch_mean: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Batch-averaged modulated losses l_m2 = w_m * l_m (eq. 13), weights detached.
 
@@ -57,20 +58,27 @@ def modulated_loss(
         their batch mean (so unimodal updates keep their size as the losses shrink).
     reduction: ``none`` returns the (M,) per-modality losses, ``sum`` their sum (the
         unimodal phase's objective).
+    batch_mean: maps the (M, B) weights to their (M,) mean over the whole batch; the default
+        is the local mean, a distributed run passes the mean over every process's share.
     """
     w = modulation_weights(losses, eps)  # (M, B)
     if norm == "batch_mean":
-        w = w / (w.mean(dim=1, keepdim=True) + eps)
+        mean = w.mean(dim=1) if batch_mean is None else batch_mean(w)  # (M,)
+        w = w / (mean.unsqueeze(1) + eps)
     elif norm != "none":
         raise ValueError(f"unknown modulation norm {norm!r}; use 'none' or 'batch_mean'")
     per_modality = (w * losses).mean(dim=1)  # (M,)
     return per_modality.sum() if reduction == "sum" else per_modality
 
 
-def unimodal_objective(losses: Tensor, cfg: ModelConfig) -> Tensor:
-    """Loss of the unimodal phase: modulated (model.modulation) or the plain sum of mean l_m (W/O ML)."""
+def unimodal_objective(losses: Tensor, cfg: ModelConfig,
+                       batch_mean: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Loss of the unimodal phase: modulated (model.modulation) or the plain sum of mean l_m (W/O ML).
+
+    ``batch_mean``: as in :func:`modulated_loss`.
+    """
     if cfg.modulation:
-        return modulated_loss(losses, cfg.modulation_norm, cfg.modulation_eps)
+        return modulated_loss(losses, cfg.modulation_norm, cfg.modulation_eps, batch_mean=batch_mean)
     return losses.mean(dim=1).sum()
 
 

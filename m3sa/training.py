@@ -161,11 +161,12 @@ def resume_digest(cfg: Config, meta: dict[str, Any] | None = None) -> str:
 
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], text_params: list[nn.Parameter],
-                    fused: bool = False) -> torch.optim.Optimizer:
+                    fused: bool = False, decay: bool = True) -> torch.optim.Optimizer:
     """Adam/AdamW over ``params``: the text encoder's at ``train.lr_text``, the rest at ``train.lr``.
 
     Groups are formed by owning module (``text_params`` comes from ``model.text_parameters()``),
-    never by position in the parameter list.
+    never by position in the parameter list. ``decay=False`` leaves out ``train.weight_decay``
+    (the unimodal phase's optimizer: its parameters are decayed once per batch, by the other).
     """
     text_ids = {id(p) for p in text_params}
     seen: set[int] = set()
@@ -179,7 +180,7 @@ def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], text_params: l
     if not param_groups:
         raise TrainingError("the model has no trainable parameters")
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    kwargs: dict[str, Any] = {"weight_decay": cfg.weight_decay}
+    kwargs: dict[str, Any] = {"weight_decay": cfg.weight_decay if decay else 0.0}
     if fused:
         kwargs["fused"] = True
     return cls(param_groups, **kwargs)
@@ -240,7 +241,7 @@ class Trainer:
                     if p.requires_grad and id(p) not in seen:
                         seen.add(id(p))
                         self.uni_params.append(p)
-            self.opt_uni = build_optimizer(cfg.train, self.uni_params, text, fused)
+            self.opt_uni = build_optimizer(cfg.train, self.uni_params, text, fused, decay=False)
 
     # -- one batch ---------------------------------------------------------------
 
@@ -255,6 +256,13 @@ class Trainer:
         v = self.rt.sum_(values.detach().float() * share)
         return v.tolist()
 
+    def _global_mean(self, w: Tensor) -> Tensor:
+        """(M, B) -> (M,) mean over the global batch (all ranks' shares), without gradient."""
+        if not self.rt.distributed:
+            return w.detach().mean(dim=1)
+        total = self.rt.sum_(torch.cat([w.detach().float().sum(dim=1), w.new_tensor([w.shape[1]], dtype=torch.float32)]))
+        return (total[:-1] / total[-1]).to(w.dtype)
+
     def unimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
         """Phase 1: the (modulated) unimodal losses update the unimodal networks only."""
         assert self.opt_uni is not None
@@ -263,7 +271,7 @@ class Trainer:
         with autocast_for(self.rt.device):
             (preds,) = self.net(batch, 1)  # (M, B)
         per_sample = (preds.float() - label[None]).abs()  # (M, B): l_m (eq. 5)
-        loss = losses.unimodal_objective(per_sample, self.cfg.model)
+        loss = losses.unimodal_objective(per_sample, self.cfg.model, self._global_mean)
         vals = self._reduce(torch.cat([loss.reshape(1), per_sample.mean(1)]), share)
         if not math.isfinite(vals[0]):
             raise NonFiniteLoss("unimodal", vals[0])
@@ -374,6 +382,13 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     if not math.isfinite(best):
         return True
     return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def _kept(state: _State, last_path: Path) -> str:
+    """What survives a stopped run, for its error message."""
+    if state.epoch and last_path.exists():
+        return f"the last good checkpoint {last_path} (epoch {state.epoch}) is kept"
+    return "no checkpoint was written yet"
 
 
 def _try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict[str, Any]) -> _State | None:
@@ -526,8 +541,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
                 means, seen, secs, wait, nb = _run_epoch(trainer, data.train, sampler, cfg, rt,
                                                          f"seed {seed} epoch {epoch}/{tc.epochs}")
             except NonFiniteLoss as err:
-                kept = (f"the last good checkpoint {last_path} (epoch {state.epoch}) is kept"
-                        if state.epoch and last_path.exists() else "no checkpoint was written yet")
+                kept = _kept(state, last_path)
                 raise TrainingError(
                     f"seed {seed}, epoch {epoch}, batch {getattr(err, 'batch', '?')}: the {err.what} loss is "
                     f"{err.value}; training stopped and {kept}. Lower train.lr / train.lr_text or check "
@@ -538,6 +552,13 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
             state.samples += seen
             valid: Predictions = predict(trainer.core, data.valid, cfg.evaluate.batch_size, rt.device,
                                          world=rt.world, rank=rt.rank, gather=rt.gather)
+            bad = int(valid.pred.size - np.isfinite(valid.pred).sum())
+            if bad:
+                kept = _kept(state, last_path)
+                raise TrainingError(
+                    f"seed {seed}, epoch {epoch}: {bad} of {valid.pred.size} valid predictions are NaN/inf "
+                    f"although the training loss is finite; training stopped and {kept}. Lower train.lr / "
+                    f"train.lr_text or check {cfg.data.features_dir}/valid.parquet for extreme values")
             scores = dict(metrics_lib.regression_metrics(valid.pred, data.valid.labels.numpy()))
             value = float(scores[tc.select_metric])
             improved = _improved(value, state.best, tc.select_metric)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -110,6 +111,19 @@ def test_width_disagreeing_with_meta_names_segment(features, tokenizer):
     (features / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"segment 'train000\[0\]'.*width 5.*dims.acoustic = 7"):
         load_split(features, "train", tokenizer, 16)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_feature_names_segment(features, tokenizer, bad):
+    table = pq.read_table(features / "valid.parquet")
+    rows = table.column("acoustic").to_pylist()
+    rows[2][1][3] = bad  # segment 2, its second frame row
+    table = table.set_column(table.column_names.index("acoustic"), "acoustic",
+                             pa.array(rows, table.schema.field("acoustic").type))
+    pq.write_table(table, features / "valid.parquet")
+    ids = table.column("segment_id").to_pylist()
+    with pytest.raises(DataError, match=rf"valid\.parquet: segment '{re.escape(ids[2])}': 'acoustic' holds 1 NaN/inf"):
+        load_split(features, "valid", tokenizer, 16)
 
 
 def test_wrong_column_type_is_data_error(features, tokenizer):

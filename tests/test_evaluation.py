@@ -116,6 +116,32 @@ def test_hard_filter_reports_keep_rate(tmp_path):
     assert set(np.unique(filters)) <= {0.0, 1.0}  # deterministic 0/1 gates at evaluation
 
 
+def test_masks_std_is_sample_std_over_seeds(trained):
+    _, tmp, _ = trained
+    doc = load(tmp / "metrics/masks.json")
+    assert len(doc["per_seed"]) == 2
+    for m in MODS:
+        values = [s[m] for s in doc["per_seed"]]
+        assert doc["std"][m] == pytest.approx(float(np.std(values, ddof=1)))  # as test.json's std
+
+
+def test_nan_predictions_are_a_model_error(trained, tmp_path):
+    cfg, tmp, _ = trained
+    models = tmp_path / "models"
+    for seed in (0, 1):
+        (models / f"seed_{seed}").mkdir(parents=True)
+        ckpt = torch.load(tmp / f"models/seed_{seed}/best.pt", weights_only=False)
+        if seed == 1:
+            for name in ckpt["model_state"]:
+                if name.startswith("head.") and name.endswith("bias"):
+                    ckpt["model_state"][name].fill_(float("nan"))
+        torch.save(ckpt, models / f"seed_{seed}/best.pt")
+    cfg = config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "models_dir": str(models)}})
+    with pytest.raises(ModelError, match=r"seed_1/best\.pt: 12 of 12 predictions on .*valid\.parquet are NaN/inf"):
+        evaluate_all(cfg, metrics_dir=tmp_path / "m", predictions_path=tmp_path / "p.parquet")
+    assert not (tmp_path / "m").exists()
+
+
 def test_widths_disagreeing_with_checkpoint(trained, tmp_path):
     cfg, tmp, _ = trained
     other = write_features(tmp_path / "features", sizes=(8, 4, 4), dims={"acoustic": 6, "visual": 4})

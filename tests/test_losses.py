@@ -89,6 +89,19 @@ def test_modulated_loss_reductions_and_batch_mean_norm():
     assert normed[0].item() == pytest.approx((12 / 19 + 14 / 19) / 2)
 
 
+def test_batch_mean_norm_uses_the_given_global_mean():
+    """A distributed run normalises by the whole batch's mean weight: two halves scored with the
+    global mean add up to the full batch's loss."""
+    full = torch.tensor([[0.5, 1.0, 0.2, 2.0], [1.0, 1.0, 0.7, 0.1], [2.0, 1.0, 1.5, 0.4]], dtype=torch.float64)
+    global_mean = modulation_weights(full, 0.0).mean(dim=1)  # (M,)
+    whole = modulated_loss(full, norm="batch_mean", eps=0.0, reduction="none")
+    halves = [modulated_loss(full[:, i:i + 2], norm="batch_mean", eps=0.0, reduction="none",
+                             batch_mean=lambda w: global_mean) for i in (0, 2)]
+    torch.testing.assert_close((halves[0] + halves[1]) / 2, whole)
+    local = [modulated_loss(full[:, i:i + 2], norm="batch_mean", eps=0.0, reduction="none") for i in (0, 2)]
+    assert not torch.allclose((local[0] + local[1]) / 2, whole)  # the local means would differ
+
+
 def test_unimodal_objective_without_modulation_is_plain_sum(make_model_cfg):
     losses = torch.tensor([[0.5, 1.5], [1.0, 3.0]])
     plain = unimodal_objective(losses, make_model_cfg(modulation=False))

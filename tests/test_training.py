@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from m3sa.config import Config, config_from_dict
 from m3sa.data.dataset import load_split, load_tokenizer
 from m3sa.errors import TrainingError
 from m3sa.models import build_model
+import m3sa.training as training_mod
 from m3sa.training import Runtime, Trainer, build_optimizer, resume_digest, train, train_all
 from tiny_features import DIMS, write_features
 
@@ -168,6 +170,36 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_checkpoint(small, tmp_path):
     assert last.read_bytes() == good
 
 
+def test_nonfinite_valid_predictions_stop_with_context(small, tmp_path, monkeypatch):
+    run(make_cfg(epochs=1, max_batches=1), small, tmp_path)
+    last = tmp_path / "models/seed_0/last.pt"
+    good = last.read_bytes()
+    real = training_mod.predict
+
+    def nan_predict(*args, **kwargs):
+        p = real(*args, **kwargs)
+        pred = p.pred.copy()
+        pred[3] = np.inf
+        return dataclasses.replace(p, pred=pred)
+
+    monkeypatch.setattr(training_mod, "predict", nan_predict)
+    with pytest.raises(TrainingError, match=r"seed 0, epoch 2: 1 of 16 valid predictions are NaN/inf.*"
+                                            r"last good checkpoint .*last\.pt \(epoch 1\) is kept"):
+        run(make_cfg(epochs=2, max_batches=1), small, tmp_path)
+    assert last.read_bytes() == good
+
+
+def test_weight_decay_is_applied_once_per_batch():
+    cfg = make_cfg(optimizer="adamw", weight_decay=0.01)
+    model = build_model(cfg.model, DIMS, ("language", "acoustic", "visual"))
+    trainer = Trainer(cfg, model, Runtime(torch.device("cpu")))
+    assert trainer.opt_uni is not None
+    assert {g["weight_decay"] for g in trainer.opt_all.param_groups} == {0.01}
+    assert {g["weight_decay"] for g in trainer.opt_uni.param_groups} == {0.0}  # not decayed a second time
+    uni = {id(p) for p in trainer.uni_params}
+    assert uni and uni <= {id(p) for g in trainer.opt_all.param_groups for p in g["params"]}
+
+
 def test_single_phase_baseline_and_train_json(small, tmp_path):
     cfg = make_cfg(model={"name": "late_fusion"}, epochs=1, seeds=[3, 4], max_batches=2)
     summary = train_all(cfg, small, tmp_path / "models", tmp_path / "live", tmp_path / "metrics/train.json")
@@ -206,7 +238,8 @@ run("train", main)
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(small, tmp_path):
+@pytest.mark.parametrize("norm", ["none", "batch_mean"])
+def test_two_processes_match_one(small, tmp_path, norm):
     script = tmp_path / "launch.py"
     script.write_text(LAUNCHER)
     params = tmp_path / "params.yaml"
@@ -216,7 +249,7 @@ def test_two_processes_match_one(small, tmp_path):
         out = tmp_path / f"p{nproc}"
         sets = [f"data.features_dir={small}", f"train.models_dir={out}/models", f"train.live_dir={out}/live",
                 "train.seeds=[0]", "train.epochs=2", "train.batch_size=16", "train.device=cpu",
-                "train.num_threads=1"] + [f"model.{k}={v}" for k, v in TINY.items()]
+                "train.num_threads=1", f"model.modulation_norm={norm}"] + [f"model.{k}={v}" for k, v in TINY.items()]
         args = ["--params", str(params)] + [a for s in sets for a in ("--set", s)]
         cmd = [sys.executable, str(script), *args] if nproc == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]

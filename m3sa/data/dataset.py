@@ -150,6 +150,14 @@ def _frames(table: pa.Table, path: Path, m: str, dim: int, segment_ids: list[str
             f"says dims.{m} = {dim}; rerun `python -m stages.extract`"
         )
     flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    finite = np.isfinite(flat)
+    if not finite.all():
+        bad = int(np.argmin(finite)) // dim  # first frame row holding a NaN/inf
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise DataError(
+            f"{path}: segment {segment_ids[row]!r}: '{m}' holds {int(flat.size - finite.sum())} NaN/inf "
+            f"value(s); rerun `python -m stages.extract` (it replaces them with data.nonfinite_value)"
+        )
     values = torch.from_numpy(flat.reshape(-1, dim).copy())  # (N_rows, d_m)
     lens_col = f"{m}_len"
     if lens_col in table.column_names:

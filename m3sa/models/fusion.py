@@ -65,7 +65,8 @@ class GraphFusion(nn.Module):
     alpha = softmax over pairs of (a_i + a_j) / (<softmax x_i, softmax x_j> + 0.5) (similar
     modalities pass a smaller message); for M = 3, trimodal nodes from every pair of bimodal
     nodes and every bimodal node with its complementary unimodal one, weighted the same way
-    and embedded by g2. g1, g2: MLP 2d -> hidden -> d with tanh. Output: the mean of all node
+    (a bimodal side scores with its pair's r, a unimodal side with a_m and enters as x_m) and
+    embedded by g2. g1, g2: MLP 2d -> hidden -> d with tanh. Output: the mean of all node
     embeddings (the paper's appendix B).
     """
 
