@@ -57,15 +57,18 @@ def records_from_exp_show(payload: list[dict[str, Any]]) -> list[Record]:
     if not isinstance(payload, list):
         raise M3SAError("dvc exp show --json: expected a list of revisions")
     records: list[Record] = []
-    for entry in payload:
-        if entry.get("error"):
-            continue
-        rev = str(entry.get("rev", ""))
-        records.append(_record(entry, entry.get("name") or (rev if rev == "workspace" else rev[:7])))
-        for exp in entry.get("experiments") or []:
-            for sub in exp.get("revs") or []:
-                if not sub.get("error"):
-                    records.append(_record(sub, sub.get("name") or exp.get("name") or str(sub.get("rev", ""))[:7]))
+    try:
+        for entry in payload:
+            if entry.get("error"):
+                continue
+            rev = str(entry.get("rev", ""))
+            records.append(_record(entry, entry.get("name") or (rev if rev == "workspace" else rev[:7])))
+            for exp in entry.get("experiments") or []:
+                for sub in exp.get("revs") or []:
+                    if not sub.get("error"):
+                        records.append(_record(sub, sub.get("name") or exp.get("name") or str(sub.get("rev", ""))[:7]))
+    except (AttributeError, TypeError) as err:
+        raise M3SAError(f"dvc exp show --json: an entry has an unexpected shape ({err})") from None
     return records
 
 

@@ -151,6 +151,13 @@ def _score(preds: np.ndarray, labels: np.ndarray, split: str, features_dir: Path
     return dict(metrics_lib.regression_metrics(preds, labels))
 
 
+def _with_seeds(doc: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """Label each ``per_seed`` entry of an :func:`metrics.aggregate` document with its seed."""
+    for entry, seed in zip(doc["per_seed"], seeds, strict=True):
+        entry["seed"] = seed
+    return doc
+
+
 def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir: str | Path | None = None,
                  metrics_dir: str | Path = "metrics", predictions_path: str | Path = "predictions/test.parquet",
                  device: str | torch.device | None = None) -> dict[str, Any]:
@@ -193,14 +200,15 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
                 p = predict(model, data["test"], bs, dev, drop=m)
                 robust.setdefault(m, []).append(_score(p.pred, data["test"].labels.numpy(), "test", features_dir, path))
         log.info("seed %d: test %s", seed, ", ".join(f"{k} {v:.4f}" for k, v in per_seed["test"][-1].items()))
-    test = metrics_lib.aggregate(per_seed["test"])
-    valid = metrics_lib.aggregate(per_seed["valid"])
+    seeds = list(cfg.train.seeds)
+    test = _with_seeds(metrics_lib.aggregate(per_seed["test"]), seeds)
+    valid = _with_seeds(metrics_lib.aggregate(per_seed["valid"]), seeds)
     mods = [m for m in meta["modalities"] if all(m in s for s in masks)]
     mask_mean = {m: float(np.mean([s[m] for s in masks])) for m in mods}
     ddof = 1 if len(masks) > 1 else 0  # sample std over seeds, as metrics.aggregate
     mask_doc = {"mean": mask_mean, "std": {m: float(np.std([s[m] for s in masks], ddof=ddof)) for m in mods},
                 "hard_keep_rate": dict(mask_mean) if hard and mask_mean else None, "per_seed": masks}
-    robust_doc = {m: {**metrics_lib.aggregate(v)} for m, v in robust.items()}
+    robust_doc = {m: _with_seeds(metrics_lib.aggregate(v), seeds) for m, v in robust.items()}
     write_json(metrics_dir / "test.json", test)
     write_json(metrics_dir / "valid.json", valid)
     write_json(metrics_dir / "masks.json", mask_doc)

@@ -306,14 +306,15 @@ class Predictor:
             folds = Path(tmp) / "folds.json"
             folds.write_text(json.dumps({"train": labelled}))
             dcfg = dataclasses.replace(self.config.data, source="csd", csd_dir=str(csd_dir), files=names,
-                                       folds=str(folds), standardize=False, features_dir=str(Path(tmp) / "features"))
+                                       folds=str(folds), standardize=bool(self.standardization),
+                                       features_dir=str(Path(tmp) / "features"))
             with _quiet("m3sa.data.folds"):  # "labelled videos in no fold": those not asked for
-                meta = extract(dcfg, progress=False, hash_inputs=False)
+                # standardised on the way with the checkpoint's statistics, exactly as in training
+                meta = extract(dcfg, progress=False, hash_inputs=False, statistics=self.standardization or None)
             table = pq.read_table(Path(dcfg.features_dir) / "train.parquet")
         if meta["dropped"]:
             reasons = Counter(d["reason"].split(" (")[0] for d in meta["dropped"])
             log.warning("%s: %d segment(s) dropped and not scored: %s", csd_dir, len(meta["dropped"]), dict(reasons))
-        table = standardise_table(table, self.standardization, any(meta.get("words_without_frames", {}).values()))
         return self._load(table, str(csd_dir)), meta
 
     # ------------------------------------------------------------ predictions

@@ -305,11 +305,12 @@ def retrain(project_dir: str = ".", pull_first: bool = False, experiment_name: s
                 raise KeyError(f"experiment '{name}' has no '{key}' in {METRIC_FILE}; "
                                f"metrics seen: {sorted(exp['metrics'])}") from None
             current = load_champion(root)
-            if current is not None:
+            if current is not None and current.metric == name_metric:
                 before = current.value
-                if current.metric != name_metric:
-                    logger.warning("champion.json records %s, comparing %s", current.metric, name_metric)
-            else:  # no record yet: the committed model (HEAD's metrics) is the one to beat
+            else:  # no record of this metric: the committed model (HEAD's metrics) is the one to beat
+                if current is not None:
+                    logger.warning("champion.json records %s, not %s: comparing with the committed model's %s",
+                                   current.metric, name_metric, name_metric)
                 value = exp["baseline_metrics"].get(METRIC_FILE, {}).get(key)
                 before = float(value) if value is not None else None
             if is_better(candidate, before, lower):

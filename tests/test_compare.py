@@ -55,3 +55,10 @@ def test_best_indices_directions_and_ties():
 def test_unknown_name_is_a_clear_error():
     with pytest.raises(M3SAError, match="no experiment or commit named 'nope'"):
         select(records_from_exp_show(PAYLOAD), ["nope"])
+
+
+@pytest.mark.parametrize("payload", [[1], ["rev"], [{"rev": "workspace", "experiments": ["x"]}],
+                                     [{"rev": "abc", "experiments": [{"revs": [3]}]}]])
+def test_malformed_exp_show_entries_are_a_clear_error(payload):
+    with pytest.raises(M3SAError, match="dvc exp show --json: an entry has an unexpected shape"):
+        records_from_exp_show(payload)

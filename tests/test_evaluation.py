@@ -87,7 +87,9 @@ def test_predictions_table_matches_metrics(trained):
         part = df[df["seed"] == seed]
         assert part["segment_id"].is_unique and len(part) == N_TEST
         again = regression_metrics(part["pred"].to_numpy(), part["label"].to_numpy())
-        assert again == pytest.approx(result["test"]["per_seed"][i])
+        entry = dict(result["test"]["per_seed"][i])
+        assert entry.pop("seed") == seed
+        assert again == pytest.approx(entry)
         masks = load(tmp / "metrics/masks.json")["per_seed"][i]
         assert masks["language"] == pytest.approx(part["filter_language"].mean(), abs=1e-6)
 
@@ -114,6 +116,20 @@ def test_hard_filter_reports_keep_rate(tmp_path):
     assert result["masks"]["hard_keep_rate"] == result["masks"]["mean"]
     filters = pq.read_table(tmp_path / "p.parquet").to_pandas()[[f"filter_{m}" for m in MODS]].to_numpy()
     assert set(np.unique(filters)) <= {0.0, 1.0}  # deterministic 0/1 gates at evaluation
+
+
+def test_per_seed_entries_carry_their_seed_in_run_order(trained, tmp_path):
+    cfg, tmp, result = trained
+    doc = cfg.to_dict()
+    reordered = config_from_dict({**doc, "train": {**doc["train"], "seeds": [1, 0]}})
+    again = evaluate_all(reordered, metrics_dir=tmp_path / "m", predictions_path=tmp_path / "p.parquet")
+    by_seed = {e["seed"]: e for e in result["test"]["per_seed"]}
+    for name in ("test", "valid"):
+        assert [e["seed"] for e in load(tmp_path / f"m/{name}.json")["per_seed"]] == [1, 0]
+    for entry in again["test"]["per_seed"]:
+        assert entry == pytest.approx(by_seed[entry["seed"]])
+    for m in MODS:
+        assert [e["seed"] for e in again["robustness"][m]["per_seed"]] == [1, 0]
 
 
 def test_masks_std_is_sample_std_over_seeds(trained):

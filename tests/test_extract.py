@@ -101,6 +101,33 @@ def test_valid_and_test_use_the_train_statistics(tiny, extracted, tmp_path):
             np.testing.assert_allclose(z, (x - mean) / std, rtol=1e-4, atol=1e-4)
 
 
+def test_given_statistics_standardise_every_split_in_one_pass(tiny, extracted, tmp_path):
+    out, meta = extracted
+    again = extract(sample_cfg(tiny, tmp_path / "given"), progress=False, statistics=meta["standardization"])
+    assert again["standardization"] == meta["standardization"]
+    for split in SPLITS:
+        for m, dim in meta["dims"].items():
+            z, _ = sequence_values(read_split(out, split).column(m), dim)
+            g, _ = sequence_values(read_split(tmp_path / "given", split).column(m), dim)
+            np.testing.assert_allclose(g, z, rtol=0, atol=1e-5)
+    shifted = {m: {"mean": [v + 1.0 for v in st["mean"]], "std": st["std"]} for m, st in meta["standardization"].items()}
+    moved = extract(sample_cfg(tiny, tmp_path / "shifted"), progress=False, statistics=shifted)
+    assert moved["standardization"] == shifted  # the given ones, not the train split's
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda st: st.pop("visual"), r"statistics have no 'visual' entry"),
+    (lambda st: st["acoustic"].update(mean=[0.0] * 3), r"'acoustic' features are 74-d, but the given .* are 3-d"),
+    (lambda st: st["acoustic"]["std"].__setitem__(0, 0.0), r"statistics of 'acoustic' hold a non-finite mean or a std <= 0"),
+])
+def test_bad_given_statistics_are_data_errors(tiny, extracted, tmp_path, change, message):
+    _, meta = extracted
+    stats = json.loads(json.dumps(meta["standardization"]))
+    change(stats)
+    with pytest.raises(DataError, match=message):
+        extract(sample_cfg(tiny, tmp_path / "bad"), progress=False, statistics=stats)
+
+
 def _loop_reference(tiny: Path, segment_id: str) -> tuple[list[str], dict[str, np.ndarray]]:
     """The segment's words and per-word frame means by a plain per-word loop (cleaned frames)."""
     video, k = segment_id[:-1].split("[")

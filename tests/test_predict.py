@@ -15,6 +15,7 @@ import pytest
 
 from m3sa.config import Config, config_from_dict
 from m3sa.data.csd import read_csd, write_csd
+from m3sa.data.dataset import load_split
 from m3sa.data.extract import extract
 from m3sa.data.sample import generate_sample
 from m3sa.errors import CheckpointError, CSDError, DataError, ModelError
@@ -95,6 +96,47 @@ def test_unstandardised_parquet_gets_the_checkpoint_statistics(trained, predicto
     assert_same_predictions(predictor.predict_parquet(raw / "test.parquet"), expected)  # meta.json says raw
     as_is = predictor.predict_parquet(raw / "test.parquet", standardized=True)
     assert not np.allclose(as_is.sort_values("segment_id")["pred"], expected.sort_values("segment_id")["pred"])
+
+
+def segment_rows(data, m: str) -> dict[str, np.ndarray]:
+    """segment_id -> its (rows, d) features of modality m."""
+    rag, off = data.fields[m], data.fields[m].offsets.tolist()
+    return {seg: rag.values[off[i]:off[i + 1]].numpy() for i, seg in enumerate(data.segment_ids)}
+
+
+def test_csd_with_zero_frames_and_gaps_is_standardised_as_in_training(trained, predictor, tmp_path):
+    """All-zero frame rows (e.g. no face found) and words without frames (a gap) are two things:
+    training maps the first to (0 - mean) / std and the second to 0; so must inference."""
+    cfg, _, _ = trained
+    sample = tmp_path / "sample"
+    shutil.copytree(cfg.data.sample_dir, sample)
+    visual = read_csd(sample / "visual.csd")
+    data = dict(visual.data)
+    (v0, (f0, i0)), (v1, (f1, i1)) = list(data.items())[:2]
+    f0 = f0.copy()
+    f0[: len(f0) // 3] = 0.0  # genuine all-zero frames
+    data[v0] = (f0, i0)
+    lo, hi = i1[:, 0].min(), i1[:, 1].max()
+    keep = (i1[:, 1] < lo + (hi - lo) / 3) | (i1[:, 0] > lo + (hi - lo) / 2)  # a gap: words there have no frames
+    data[v1] = (f1[keep], i1[keep])
+    write_csd(sample / "visual.csd", visual.root, data)
+    features = tmp_path / "features"
+    meta = extract(dataclasses.replace(cfg.data, sample_dir=str(sample), features_dir=str(features)), progress=False)
+    assert meta["words_without_frames"]["visual"] > 0
+    # the checkpoint's model, with the statistics of this extraction, scores its Parquet and its CSD
+    same = dataclasses.replace(predictor, checkpoint={**predictor.checkpoint,
+                                                      "standardization": meta["standardization"]})
+    # the model's visual input, row for row, then its predictions
+    rows = {}
+    for split in ("train", "valid", "test"):
+        part = load_split(features, split, same.tokenizer, cfg.model.max_tokens)
+        rows.update(segment_rows(part, "visual"))
+    got, _ = same.load_csd(sample)
+    for seg, x in segment_rows(got, "visual").items():
+        np.testing.assert_allclose(x, rows[seg], rtol=0, atol=1e-5, err_msg=seg)
+    expected = pd.concat([same.predict_parquet(features / f"{s}.parquet") for s in ("train", "valid", "test")])
+    assert {v0, v1} <= set(expected["video_id"])
+    assert_same_predictions(same.predict_csd(sample), expected)
 
 
 def test_unlabelled_dataframe(trained, predictor):

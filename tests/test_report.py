@@ -308,6 +308,15 @@ def test_from_exp_show():
     assert notes == ["experiments: entry 2 (x) skipped: no metrics.test.mean", "experiments: entry 3 skipped: not a mapping"]
 
 
+@pytest.mark.parametrize("data", [[1], ["rev"], [{"rev": "abc", "experiments": ["x"]}],
+                                  [{"rev": "abc", "experiments": [{"revs": [3]}]}]])
+def test_from_exp_show_refuses_malformed_entries(data):
+    from m3sa.errors import DataError
+
+    with pytest.raises(DataError, match="dvc exp show --json: an entry has an unexpected shape"):
+        from_exp_show(data)
+
+
 def test_collect_stage_from_saved_json(tmp_path, monkeypatch):
     from stages import collect
     from stages._cli import run

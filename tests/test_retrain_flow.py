@@ -137,6 +137,19 @@ def test_worse_candidate_keeps_the_champion(toy_project):
 
 
 @pytest.mark.usefixtures("prefect_api")
+def test_champion_of_another_metric_is_not_compared(toy_project):
+    # champion.json holds a corr value; a value of another metric says nothing about mae
+    champ = Champion(1, "champion-1", "seed", "0" * 40, "metrics/valid.json", "corr", 0.1, False, "2024-01-01T00:00:00Z")
+    write_champion(toy_project, champ)
+    sh(["git", "add", CHAMPION_FILE], toy_project)
+    sh(["git", "commit", "-qm", "champion"], toy_project)
+    set_lr(toy_project, 0.2)  # mae 0.2: better than HEAD's 0.5
+    result = retrain(str(toy_project), experiment_name="try-c")
+    assert result.outcome == "promoted" and result.champion_before == 0.5  # HEAD's mae, not corr's 0.1
+    assert load_champion(toy_project).metric == "mae"
+
+
+@pytest.mark.usefixtures("prefect_api")
 def test_second_run_gives_up_on_a_held_lock_with_a_clear_message(toy_project):
     holder = subprocess.Popen(
         [sys.executable, "-c",

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -537,11 +538,35 @@ def _load_ground_truth(path: Path) -> dict[str, dict[str, bool]]:
     return gt
 
 
-def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True) -> dict[str, Any]:
+def _given_norm(statistics: Mapping[str, Mapping[str, Sequence[float]]], dims: dict[str, int],
+                frame_mods: list[str]) -> Norm:
+    """``statistics`` as a Norm, checked against the input's modalities and widths."""
+    norm: Norm = {}
+    for m in frame_mods:
+        if m not in statistics:
+            raise DataError(f"the given standardisation statistics have no '{m}' entry (they hold "
+                            f"{', '.join(statistics) or 'none'}); the input has {m} features")
+        mean = np.asarray(statistics[m]["mean"], dtype=np.float64)
+        std = np.asarray(statistics[m]["std"], dtype=np.float64)
+        if mean.shape != (dims[m],) or std.shape != (dims[m],):
+            raise DataError(f"'{m}' features are {dims[m]}-d, but the given standardisation statistics "
+                            f"are {mean.size}-d")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise DataError(f"the given standardisation statistics of '{m}' hold a non-finite mean or a "
+                            "std <= 0")
+        norm[m] = (mean, std)
+    return norm
+
+
+def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True,
+            statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
     """Extract ``cfg.features_dir/{train,valid,test}.parquet`` and ``meta.json`` from CSD input.
 
     Returns the meta dict written to ``meta.json`` (docs/architecture.md). ``hash_inputs=False``
     leaves ``meta["inputs"]`` empty (benchmarks use it to time the extraction proper).
+    ``statistics`` (``{m: {"mean", "std"}}``, as meta.json's ``standardization``): standardise
+    every split with these instead of the train split's (inference with a trained model's
+    statistics; needs ``cfg.standardize``).
     """
     t_start = time.perf_counter()
     inputs = resolve_inputs(cfg)
@@ -552,11 +577,12 @@ def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True) ->
         labels = stack.enter_context(CSDReader(inputs.files["labels"]))  # type: ignore[arg-type]
         readers = {m: stack.enter_context(CSDReader(p)) for m in ("language", *FRAME_MODALITIES)
                    if (p := inputs.files[m]) is not None}
-        return _extract(cfg, inputs, labels, readers, progress, hash_inputs, t_start)
+        return _extract(cfg, inputs, labels, readers, progress, hash_inputs, t_start, statistics)
 
 
 def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[str, CSDReader],
-             progress: bool, hash_inputs: bool, t_start: float) -> dict[str, Any]:
+             progress: bool, hash_inputs: bool, t_start: float,
+             statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
     videos = labels.videos()
     if not videos:
         raise CSDError(f"{labels.path}: no videos in the label file")
@@ -592,7 +618,11 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
                      empty_segments={m: 0 for m in frame_mods})
     stats = {m: RunningStats(dims[m]) for m in frame_mods}
 
+    given = _given_norm(statistics, dims, frame_mods) if statistics is not None and cfg.standardize else None
+
     def train_norm() -> Norm:
+        if given is not None:
+            return given
         return {m: (st.mean, st.std()) for m, st in stats.items()}
 
     final = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
@@ -601,15 +631,16 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     # Train videos go first. Their statistics are known only at the end of the split, so train
     # rows are written raw and standardised in a second pass; valid and test rows are
     # standardised on the way.
-    two_pass = cfg.standardize and bool(frame_mods)
+    two_pass = cfg.standardize and bool(frame_mods) and given is None
     identity: Norm = {m: (np.zeros(d), np.ones(d)) for m, d in dims.items()}  # only NaN rows -> 0
+    first_norm = given if given is not None else identity
     writers: dict[str, _SplitWriter] = {}
     train_done = not two_pass
     hasher = _Hasher(hashed if hash_inputs else [])
     try:
         for s in SPLITS:
             first = two_pass and s == "train"
-            writers[s] = _SplitWriter(raw_train if first else final[s], schema, dims, None if first else identity)
+            writers[s] = _SplitWriter(raw_train if first else final[s], schema, dims, None if first else first_norm)
         todo = sorted((v for v in videos if v in assignment.split_of),
                       key=lambda v: assignment.split_of[v] != "train")  # stable: label-file order within
         for video in tqdm(todo, desc="extract", unit="video", disable=None if progress else True, leave=False):
@@ -619,7 +650,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
                 writers["valid"].norm = writers["test"].norm = train_norm()
             chunk = _video_chunk(video, split, cfg, streams, report, gt)
             writers[split].add(chunk)
-            if split == "train" and cfg.standardize and len(chunk):
+            if split == "train" and cfg.standardize and given is None and len(chunk):
                 for m in frame_mods:
                     x = np.concatenate(chunk.seqs[m])  # (rows of the video, d)
                     stats[m].update(x[~np.isnan(x).any(axis=1)])

@@ -126,7 +126,7 @@ def _run_seeds(inputs: RunInputs, cfg: Config) -> tuple[list[Any], str]:
     if per_seed and all("seed" in e for e in per_seed):
         return [e["seed"] for e in per_seed], "metrics/test.json"
     if inputs.predictions.ok:
-        return sorted(inputs.predictions.value["seed"].unique().tolist()), "predictions/test.parquet"
+        return inputs.predictions.value["seed"].unique().tolist(), "predictions/test.parquet"  # written in run order
     return list(cfg.train.seeds), "params.yaml"
 
 

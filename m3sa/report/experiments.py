@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from m3sa.config import ModelConfig
+from m3sa.errors import DataError
 
 FUSION_NAMES = {"add": "Addition", "concat": "Concatenation+FC", "tensor": "Tensor Fusion", "graph": "Graph Fusion"}
 SYSTEM_NAMES = {
@@ -144,9 +145,12 @@ def from_exp_show(data: list[dict[str, Any]], params_file: str = "params.yaml") 
         out.append({"name": rev.get("name") or sha[:7], "rev": sha[:7] or None,
                     "params": flatten(params), "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}})
 
-    for baseline in data:
-        add(baseline)
-        for group in baseline.get("experiments") or []:
-            for rev in group.get("revs") or []:
-                add(rev)
+    try:
+        for baseline in data:
+            add(baseline)
+            for group in baseline.get("experiments") or []:
+                for rev in group.get("revs") or []:
+                    add(rev)
+    except (AttributeError, TypeError) as err:
+        raise DataError(f"dvc exp show --json: an entry has an unexpected shape ({err})") from None
     return out
