@@ -81,6 +81,12 @@ def _head(repo: Path) -> str:
     return git_out(["rev-parse", "HEAD"], repo)
 
 
+def commit_champion(repo: Path, champ: Champion) -> None:
+    write_champion(repo, champ)
+    sh(["git", "add", CHAMPION_FILE], repo)
+    sh(["git", "commit", "-qm", "champion"], repo)
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_unchanged_inputs_do_nothing(toy_project):
     from prefect.artifacts import Artifact
@@ -123,9 +129,7 @@ def test_better_candidate_is_promoted_and_tagged(toy_project):
 @pytest.mark.usefixtures("prefect_api")
 def test_worse_candidate_keeps_the_champion(toy_project):
     champ = Champion(1, "champion-1", "seed", "0" * 40, "metrics/valid.json", "mae", 0.1, True, "2024-01-01T00:00:00Z")
-    write_champion(toy_project, champ)
-    sh(["git", "add", CHAMPION_FILE], toy_project)
-    sh(["git", "commit", "-qm", "champion"], toy_project)
+    commit_champion(toy_project, champ)
     head = _head(toy_project)
     set_lr(toy_project, 0.2)  # better than HEAD's 0.5 but worse than the champion's 0.1
     result = retrain(str(toy_project), experiment_name="try-b")
@@ -140,9 +144,7 @@ def test_worse_candidate_keeps_the_champion(toy_project):
 def test_champion_of_another_metric_is_not_compared(toy_project):
     # champion.json holds a corr value; a value of another metric says nothing about mae
     champ = Champion(1, "champion-1", "seed", "0" * 40, "metrics/valid.json", "corr", 0.1, False, "2024-01-01T00:00:00Z")
-    write_champion(toy_project, champ)
-    sh(["git", "add", CHAMPION_FILE], toy_project)
-    sh(["git", "commit", "-qm", "champion"], toy_project)
+    commit_champion(toy_project, champ)
     set_lr(toy_project, 0.2)  # mae 0.2: better than HEAD's 0.5
     result = retrain(str(toy_project), experiment_name="try-c")
     assert result.outcome == "promoted" and result.champion_before == 0.5  # HEAD's mae, not corr's 0.1
