@@ -56,9 +56,18 @@ SYSTEMS: dict[str, list[str]] = {
 SYSTEM_LABELS = {**LABELS, **{f"m3sa-{k}": GRID_LABELS[k] for k in TABLE3 if k.startswith("wo-")},
                  "text-only": "Text only (same text encoder, fine-tuned)"}
 
-IGNORE = shutil.ignore_patterns(".venv", ".git", ".dvc", ".cache", ".hypothesis", ".pytest_cache", "__pycache__",
-                                "*.egg-info", "data", "models", "metrics", "predictions", "reports", "dvclive",
-                                "results", "plots", "dvc_plots", "tmp")
+_ANYWHERE = shutil.ignore_patterns(".venv", ".git", ".dvc", ".cache", ".hypothesis", ".pytest_cache", "__pycache__",
+                                   "*.egg-info")
+#: run outputs, left out at the top level only (m3sa/data and m3sa/models are library code)
+_TOP_LEVEL = {"data", "models", "metrics", "predictions", "reports", "dvclive", "results", "plots", "dvc_plots", "tmp"}
+
+
+def IGNORE(src: str, names: list[str]) -> set[str]:
+    """shutil.copytree ignore: tooling folders anywhere, run outputs at the repository's top level."""
+    skip = set(_ANYWHERE(src, names))
+    if Path(src).resolve() == ROOT.resolve():
+        skip |= _TOP_LEVEL & set(names)
+    return skip
 COLUMNS = [("acc7", "Acc7", 100), ("acc2_non0", "Acc2 non0", 100), ("f1_non0", "F1 non0", 100),
            ("acc2_has0", "Acc2 has0", 100), ("f1_has0", "F1 has0", 100), ("mae", "MAE", 1), ("corr", "Corr", 1)]
 
@@ -117,7 +126,7 @@ def run_grid(workdir: Path, systems: list[str], seeds: list[int], overrides: lis
         row["filters"] = filter_summary(repo / "predictions" / "test.parquet")
         rows[system] = row
         params = flatten(load_params(repo / "params.yaml", sys_overrides).to_dict())
-        experiments.append({"name": f"table1-{system}", "params": params, "metrics": {"test": docs[split]}})
+        experiments.append({"name": f"table1-{system}", "params": params, "metrics": {split: docs[split]}})
         (repo / "results").mkdir(exist_ok=True)
         (repo / "results" / "experiments.json").write_text(json.dumps(experiments, indent=1))
     return {"repo": str(repo), "overrides": overrides, "seeds": seeds, "split": split, "stage_s": times,

@@ -8,6 +8,7 @@ naming the key and what is allowed, before any work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -148,6 +149,8 @@ class Config:
 # ---------------------------------------------------------------- validation
 
 _RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.sample_seed": (0, None),
+    "data.split_seed": (0, None),
     "data.max_words": (1, None),
     "data.max_frames": (1, None),
     "data.downsample": (1, None),
@@ -312,6 +315,11 @@ def _check_semantics(cfg: Config) -> None:
         )
     if len(set(cfg.train.seeds)) != len(cfg.train.seeds):
         raise ConfigError(f"params: 'train.seeds' has duplicates: {list(cfg.train.seeds)}")
+    if any(s < 0 for s in cfg.train.seeds):
+        raise ConfigError(f"params: 'train.seeds' must be integers >= 0, got {list(cfg.train.seeds)}")
+    if not cfg.model.hard_gamma < 0.0 < 1.0 < cfg.model.hard_zeta:
+        raise ConfigError(f"params: the Hard Concrete stretch needs model.hard_gamma < 0 < 1 < model.hard_zeta, "
+                          f"got {cfg.model.hard_gamma} and {cfg.model.hard_zeta}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -331,7 +339,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with every ``dotted.key=value`` override applied."""
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
         node = out
@@ -363,11 +371,15 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the params file ({err.strerror or err})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must hold a mapping of sections (data, model, train, ...)")
     return config_from_dict(apply_overrides(raw, overrides or []))

@@ -53,6 +53,13 @@ def test_override_parses_yaml_scalars_and_lists():
         ("data.features_dir=", "'data.features_dir' must not be empty"),
         ("train.models_dir=' '", "'train.models_dir' must not be empty"),
         ("model.text_encoder=", "'model.text_encoder' must not be empty"),
+        # seeds the random generators refuse, and a Hard Concrete stretch that does not stretch
+        ("data.sample_seed=-1", "'data.sample_seed' = -1 is out of range"),
+        ("data.split_seed=-2", "'data.split_seed' = -2 is out of range"),
+        ("train.seeds=[0, -1]", "'train.seeds' must be integers >= 0"),
+        ("model.hard_gamma=0.5", "model.hard_gamma < 0 < 1 < model.hard_zeta"),
+        ("model.hard_zeta=0.9", "model.hard_gamma < 0 < 1 < model.hard_zeta"),
+        ("report.title=2024-01-01", "'report.title' must be a string, got datetime.date"),
     ],
 )
 def test_bad_overrides_name_the_key_and_allowed_values(override, fragment):
@@ -81,6 +88,11 @@ def test_missing_and_malformed_params_file(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+    bad.write_bytes(b"data:\n  source: \xff\n")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="cannot read the params file"):
+        load_params(tmp_path)  # a folder
 
 
 def test_digest_changes_with_params():
