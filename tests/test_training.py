@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,30 @@ def test_two_processes_match_one(small, tmp_path, norm):
     b = load_checkpoint(tmp_path / "p2/models/seed_0/last.pt")["model_state"]
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst < 1e-3
+
+
+@pytest.mark.slow
+def test_stage_launches_nproc_processes_and_reports_user_errors_in_one_line(small, tmp_path):
+    """train.nproc=2: the stage launches two processes itself; a user error in them is one line
+    per process and exit 2 (not retried by the flows), with no launcher traceback."""
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    sets = ["train.nproc=2", "train.seeds=[0]", "train.epochs=1", "train.device=cpu", "train.num_threads=1",
+            f"train.models_dir={tmp_path}/models", f"train.live_dir={tmp_path}/live"] \
+        + [f"model.{k}={v}" for k, v in TINY.items()]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("M3SA_DEBUG", None)
+
+    def stage(features: Path) -> subprocess.CompletedProcess:
+        args = [a for x in [*sets, f"data.features_dir={features}"] for a in ("--set", x)]
+        return subprocess.run([sys.executable, "-m", "stages.train", "--params", str(params), *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    ok = stage(small)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["world_size"] == 2
+    bad = stage(tmp_path / "missing")
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "ChildFailedError" not in bad.stderr
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(re.fullmatch(r"error: train: .*missing/meta\.json: not found; .*", e) for e in errors)
