@@ -32,9 +32,25 @@ def os_reason(err: OSError) -> str:
     return (text.strip().splitlines() or [err.__class__.__name__])[0][:200]
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every platform can fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it to
-    ``path`` (keeping the previous file's mode, else 0644); returns ``path``."""
+    ``path`` and fsync the folder; the file keeps the previous file's mode (made writable by
+    its owner: a previous file may be a read-only link into DVC's cache), else 0644.
+    Returns ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         raise OutputError(f"{path}: cannot write ({os_reason(err)})") from None
     try:
         try:  # mkstemp makes 0600 files; keep the previous file's mode, else the usual 0644
-            os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+            os.fchmod(fd, (path.stat().st_mode & 0o7777) | 0o200 if path.exists() else 0o644)
         except OSError:
             pass
         with os.fdopen(fd, "wb") as fh:
@@ -51,6 +67,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({os_reason(err)})") from None

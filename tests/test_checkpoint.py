@@ -133,6 +133,21 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
+def test_written_files_keep_the_mode_and_stay_writable_by_their_owner(tmp_path):
+    new = atomic_write(tmp_path / "new.bin", lambda fh: fh.write(b"x"))
+    assert new.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(b"old")
+    shared.chmod(0o664)
+    atomic_write(shared, lambda fh: fh.write(b"new"))
+    assert shared.stat().st_mode & 0o777 == 0o664
+    cached = tmp_path / "cached.bin"  # e.g. a read-only link into DVC's cache
+    cached.write_bytes(b"old")
+    cached.chmod(0o444)
+    atomic_write(cached, lambda fh: fh.write(b"new"))
+    assert cached.read_bytes() == b"new" and cached.stat().st_mode & 0o777 == 0o644
+
+
 def test_unwritable_target_is_output_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
