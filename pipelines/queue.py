@@ -28,17 +28,26 @@ from pipelines.grids import GRIDS as TABLES
 _ACTIVE = re.compile(r"\b(Queued|Running)\b")
 
 
-def queue_table(table: str, seeds: list[int], extra: list[str], cwd: Path) -> list[str]:
-    """Queue every variant of ``table``; return the experiment names."""
+def queue_table(table: str, seeds: list[int], extra: list[str], cwd: Path, force: bool = False) -> list[str]:
+    """Queue every variant of ``table``; return the experiment names. ``force`` replaces
+    experiments of the same names (DVC refuses a name that exists otherwise)."""
     names = []
     for variant, overrides in TABLES[table].items():
         name = f"{table}-{variant}"
-        args = ["exp", "run", "--queue", "-n", name]
+        args = ["exp", "run", "--queue", "-n", name, *(["--force"] if force else [])]
         for item in [*overrides, f"train.seeds=[{', '.join(map(str, seeds))}]", *extra]:
             args += ["-S", item]
         run_dvc(args, cwd)
         names.append(name)
     return names
+
+
+def failed_lines(status: str, names: list[str]) -> list[str]:
+    """The ``dvc queue status`` lines of ``names`` that failed (the queue keeps earlier
+    runs' failures until ``dvc queue remove --failed``; they are not this run's)."""
+    wanted = [re.compile(rf"(?<![\w-]){re.escape(n)}(?![\w-])") for n in names]
+    return [line for line in status.splitlines()
+            if re.search(r"\bFailed\b", line) and any(w.search(line) for w in wanted)]
 
 
 def wait_for_queue(cwd: Path, poll_s: float = 10.0) -> None:
@@ -55,17 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="extra override for every variant, e.g. --set train.epochs=3")
     parser.add_argument("--no-wait", action="store_true", help="queue and start, do not wait or collect")
+    parser.add_argument("--force", action="store_true", help="replace this table's experiments from an earlier run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cwd = Path.cwd()
     try:
-        names = queue_table(args.table, args.seeds, args.extra, cwd)
+        names = queue_table(args.table, args.seeds, args.extra, cwd, args.force)
         print(f"queued {len(names)} experiments: {', '.join(names)}")
         run_dvc(["queue", "start", "-j", str(args.jobs)], cwd)
         if args.no_wait:
             return 0
         wait_for_queue(cwd)
-        failed = [line for line in capture([dvc_executable(), "queue", "status"], cwd).splitlines() if "Failed" in line]
+        failed = failed_lines(capture([dvc_executable(), "queue", "status"], cwd), names)
         if failed:
             print("some experiments failed (`dvc queue logs <name>` shows why):\n" + "\n".join(failed), file=sys.stderr)
         run_command([sys.executable, "-m", "stages.collect"], cwd)
