@@ -147,9 +147,13 @@ def data_identity(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def resume_digest(cfg: Config, meta: dict[str, Any] | None = None) -> str:
-    """Digest a resumed run must share with ``last.pt``: the parameters (less RESUME_FREE_KEYS)
-    and the data's identity, so new data with unchanged params trains afresh."""
+    """Digest a resumed run must share with ``last.pt``: the parameters that shape training
+    (``data``, ``model``, ``train`` less RESUME_FREE_KEYS, ``evaluate.batch_size`` of the
+    validation passes; not ``report`` or the rest of ``evaluate``) and the data's identity,
+    so new data with unchanged params trains afresh."""
     raw = cfg.to_dict()
+    raw.pop("report", None)
+    raw["evaluate"] = {"batch_size": raw["evaluate"]["batch_size"]}
     for key in RESUME_FREE_KEYS:
         raw["train"].pop(key, None)
     if meta is not None:

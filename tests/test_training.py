@@ -129,6 +129,13 @@ def test_changed_params_start_fresh(small, tmp_path, caplog):
     assert "written with other parameters" in caplog.text
     assert resume_digest(make_cfg(epochs=1)) == resume_digest(make_cfg(epochs=9, seeds=[0, 1]))
     assert resume_digest(make_cfg()) != resume_digest(make_cfg(model={"fusion": "concat"}))
+    # report and evaluation-only settings do not throw a killed run's progress away
+    base = make_cfg().to_dict()
+    other = {**base, "report": {**base["report"], "title": "another"},
+             "evaluate": {**base["evaluate"], "robustness": not base["evaluate"]["robustness"]}}
+    assert resume_digest(make_cfg()) == resume_digest(config_from_dict(other))
+    batch = {**base, "evaluate": {**base["evaluate"], "batch_size": 7}}  # validation batches during training
+    assert resume_digest(make_cfg()) != resume_digest(config_from_dict(batch))
     # new data with unchanged params must not resume a finished run
     meta = {"inputs": {"labels.csd": "aa"}, "counts": {"train": 10}}
     assert resume_digest(make_cfg(), meta) != resume_digest(make_cfg(), {**meta, "inputs": {"labels.csd": "bb"}})
