@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from m3sa.errors import ConfigError
 
@@ -322,6 +323,12 @@ def _check_semantics(cfg: Config) -> None:
                           f"got {cfg.model.hard_gamma} and {cfg.model.hard_zeta}")
 
 
+def _yaml_load(text: str) -> Any:
+    """YAML 1.2 (core schema), as DVC reads params.yaml and ``-S`` values: ``010`` is 10,
+    ``yes`` a string; a key given twice in one mapping is an error, not a silent override."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
     if "=" not in text:
@@ -331,8 +338,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
+        value = _yaml_load(raw) if raw.strip() else ""
+    except YAMLError as err:
         raise ConfigError(f"override '{text}': value is not valid YAML ({err.__class__.__name__})") from None
     return key.split("."), value
 
@@ -371,11 +378,12 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
+        raw = _yaml_load(path.read_text(encoding="utf-8")) or {}
+    except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        what = "a key appears twice in one section" if isinstance(err, DuplicateKeyError) else "not valid YAML"
+        raise ConfigError(f"{path}: {what}{where}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except OSError as err:

@@ -93,6 +93,15 @@ def test_missing_and_malformed_params_file(tmp_path):
         load_params(bad)
     with pytest.raises(ConfigError, match="cannot read the params file"):
         load_params(tmp_path)  # a folder
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("model:\n  filter: soft\ntrain:\n  epochs: 2\nmodel:\n  fusion: concat\n")
+    with pytest.raises(ConfigError, match=r"a key appears twice in one section \(line 5\)"):
+        load_params(twice)  # DVC refuses it too; the second section must not silently replace the first
+
+
+def test_values_read_as_yaml_1_2_like_dvc():
+    cfg = load_params(ROOT / "params.yaml", ["train.epochs=010", "report.title=yes", "train.lr=1e-3"])
+    assert cfg.train.epochs == 10 and cfg.report.title == "yes" and cfg.train.lr == pytest.approx(1e-3)
 
 
 def test_digest_changes_with_params():
@@ -106,7 +115,9 @@ def test_exponent_without_a_dot_is_a_number():
     # PyYAML (YAML 1.1) reads 1e-3 as a string; YAML 1.2 and `dvc exp run -S` read a number
     assert load_params(ROOT / "params.yaml", ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
     assert load_params(ROOT / "params.yaml", ["train.lr_text=5E-5"]).train.lr_text == pytest.approx(5e-5)
-    assert load_params(ROOT / "params.yaml", ["report.title=1e3"]).report.title == "1e3"  # strings stay strings
+    assert load_params(ROOT / "params.yaml", ["report.title='1e3'"]).report.title == "1e3"  # quoted: a string
+    with pytest.raises(ConfigError, match="'report.title' must be a string, got 1000.0"):
+        load_params(ROOT / "params.yaml", ["report.title=1e3"])  # a number in YAML 1.2, as for DVC
     for bad in ("train.lr=1e-3x", "train.epochs=1e3"):
         with pytest.raises(ConfigError, match="must be a"):
             load_params(ROOT / "params.yaml", [bad])
