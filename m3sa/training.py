@@ -262,8 +262,6 @@ class Trainer:
 
     def _global_mean(self, w: Tensor) -> Tensor:
         """(M, B) -> (M,) mean over the global batch (all ranks' shares), without gradient."""
-        if not self.rt.distributed:
-            return w.detach().mean(dim=1)
         total = self.rt.sum_(torch.cat([w.detach().float().sum(dim=1), w.new_tensor([w.shape[1]], dtype=torch.float32)]))
         return (total[:-1] / total[-1]).to(w.dtype)
 
@@ -275,7 +273,8 @@ class Trainer:
         with autocast_for(self.rt.device):
             (preds,) = self.net(batch, 1)  # (M, B)
         per_sample = (preds.float() - label[None]).abs()  # (M, B): l_m (eq. 5)
-        loss = losses.unimodal_objective(per_sample, self.cfg.model, self._global_mean)
+        loss = losses.unimodal_objective(per_sample, self.cfg.model,
+                                         self._global_mean if self.rt.distributed else None)
         vals = self._reduce(torch.cat([loss.reshape(1), per_sample.mean(1)]), share)
         if not math.isfinite(vals[0]):
             raise NonFiniteLoss("unimodal", vals[0])

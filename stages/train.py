@@ -39,15 +39,16 @@ def launch_distributed(nproc: int, argv: list[str]) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
     log.info("launching %d processes: python -m stages.train %s", nproc, " ".join(argv))
+    debug = bool(os.environ.get("M3SA_DEBUG"))
     elastic = logging.getLogger("torch.distributed.elastic")
     before = elastic.level
-    if not os.environ.get("M3SA_DEBUG"):
+    if not debug:
         elastic.setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "stages.train", *argv)
     except ChildFailedError as err:
         codes = {f.exitcode for f in err.failures.values()}
-        if os.environ.get("M3SA_DEBUG"):
+        if debug:
             log.error("%s", err.format_msg())
         return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else (max(codes) if max(codes) > 0 else 1)
     finally:

@@ -621,8 +621,6 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     given = _given_norm(statistics, dims, frame_mods) if statistics is not None and cfg.standardize else None
 
     def train_norm() -> Norm:
-        if given is not None:
-            return given
         return {m: (st.mean, st.std()) for m, st in stats.items()}
 
     final = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
@@ -630,7 +628,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     temps = [raw_train, *final.values(), out / ".meta.json.tmp"]
     # Train videos go first. Their statistics are known only at the end of the split, so train
     # rows are written raw and standardised in a second pass; valid and test rows are
-    # standardised on the way.
+    # standardised on the way. With given statistics every split is standardised on the way.
     two_pass = cfg.standardize and bool(frame_mods) and given is None
     identity: Norm = {m: (np.zeros(d), np.ones(d)) for m, d in dims.items()}  # only NaN rows -> 0
     first_norm = given if given is not None else identity
@@ -660,7 +658,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
         if counts["train"] == 0:
             raise DataError(f"{labels.path}: no train segment left after matching folds and dropping bad "
                             "segments; check data.folds and the dropped segments")
-        norm = train_norm()
+        norm = given if given is not None else train_norm()
         if two_pass:
             _rewrite_standardised(raw_train, final["train"], schema, norm)
         standardization = {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in norm.items()}
