@@ -80,8 +80,14 @@ class ModelConfig:
     modulation_norm: Literal["none", "batch_mean"] = "none"
     modulation_eps: float = 1e-6
     fusion: Literal["add", "concat", "tensor", "graph"] = "add"
-    soft_lambda: float = 1000.0
+    # Training recipe of the modality filter (docs/filter.md): "paper" is eq. 14-21 as
+    # written; "default" the project's recipe. The knobs typed Optional below are
+    # recipe-governed: None means "the recipe's value" and is resolved by resolve_recipe().
+    recipe: Literal["default", "paper"] = "default"
+    soft_lambda: Optional[float] = None
     soft_lambda_warmup_epochs: int = 0
+    filter_shared: Optional[bool] = None
+    filter_init_keep: Optional[float] = None
     filter_init_std: float = 0.001
     hard_beta: float = 2.0 / 3.0
     hard_gamma: float = -0.1
@@ -93,18 +99,29 @@ class ModelConfig:
     mag_beta: float = 1.0
     mag_layer: int = 0
 
+    def __post_init__(self) -> None:
+        _fill_from_recipe(self, "model", self.recipe)
+
+    def with_recipe(self, recipe: str) -> "ModelConfig":
+        """This config under ``recipe``, every recipe-governed knob reset to that recipe's value
+        (``dataclasses.replace(cfg, recipe=...)`` alone keeps the old recipe's filled values)."""
+        return dataclasses.replace(self, recipe=recipe, **{k: None for k in RECIPES[recipe]["model"]})
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-3
     lr_text: float = 5e-5
     optimizer: Literal["adam", "adamw"] = "adamw"
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    penalty_weight: float = 0.1
+    penalty_weight: Optional[float] = None
+    sparsity_weight: Optional[float] = None
+    schedule: Literal["constant", "linear"] = "linear"
+    warmup_ratio: float = 0.1
     patience: int = 3
     select_metric: Literal["mae", "corr", "acc2_non0", "f1_non0", "acc7"] = "mae"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -137,6 +154,16 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
+    def __post_init__(self) -> None:
+        # the train section's recipe-governed loss weights follow the model's recipe
+        object.__setattr__(self, "train", dataclasses.replace(self.train))
+        _fill_from_recipe(self.train, "train", self.model.recipe)
+
+    def with_recipe(self, recipe: str) -> "Config":
+        """This config under ``recipe`` (model and train knobs reset to the recipe's values)."""
+        train = dataclasses.replace(self.train, **{k: None for k in RECIPES[recipe]["train"]})
+        return dataclasses.replace(self, model=self.model.with_recipe(recipe), train=train)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able nested dict (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -145,6 +172,37 @@ class Config:
         """Short stable hash of the resolved parameters."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- recipes
+
+#: The recipe-governed knobs and their values per recipe (docs/filter.md, "Deviations").
+#: ``paper``: eq. 14-21 as written, one filter network shared by the modalities, logits
+#: near 0 at the start, lambda = 1000, penalty l_p at weight 0.1, no sparsity prior.
+#: ``default``: one filter network per modality, gates that start open (keep 0.9),
+#: lambda = 1, l_p at weight 0.01, and the expected-L0 sparsity prior of Louizos et al.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "model": {"soft_lambda": 1000.0, "filter_shared": True, "filter_init_keep": 0.5},
+        "train": {"penalty_weight": 0.1, "sparsity_weight": 0.0},
+    },
+    "default": {
+        "model": {"soft_lambda": 1.0, "filter_shared": False, "filter_init_keep": 0.9},
+        "train": {"penalty_weight": 0.01, "sparsity_weight": 0.05},
+    },
+}
+
+
+def _fill_from_recipe(node: Any, section: str, recipe: str) -> None:
+    """Set every recipe-governed knob of ``node`` left at None to ``recipe``'s value (explicit values win).
+
+    Called from the dataclasses' ``__post_init__``, so a config built any way is resolved.
+    """
+    if recipe not in RECIPES:
+        raise ConfigError(f"params: 'model.recipe' = {recipe!r} is not allowed; choose one of: {', '.join(RECIPES)}")
+    for key, value in RECIPES[recipe][section].items():
+        if getattr(node, key) is None:
+            object.__setattr__(node, key, value)
 
 
 # ---------------------------------------------------------------- validation
@@ -170,6 +228,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "model.soft_lambda": (0.0, None),
     "model.soft_lambda_warmup_epochs": (0, None),
     "model.filter_init_std": (0.0, None),
+    "model.filter_init_keep": (1e-6, 1.0 - 1e-6),
     "model.hard_beta": (1e-6, None),
     "model.tfn_hidden": (1, None),
     "model.lmf_rank": (1, None),
@@ -183,6 +242,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.weight_decay": (0.0, None),
     "train.grad_clip": (0.0, None),
     "train.penalty_weight": (0.0, None),
+    "train.sparsity_weight": (0.0, None),
+    "train.warmup_ratio": (0.0, 1.0),
     "train.patience": (0, None),
     "train.nproc": (1, None),
     "train.num_threads": (0, None),
@@ -285,7 +346,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
             key = prefix + name
             value = _coerce(key, raw[name], hints[name])
             lo, hi = _RANGES.get(key, (None, None))
-            if lo is not None and value < lo or hi is not None and value > hi:
+            if value is not None and (lo is not None and value < lo or hi is not None and value > hi):
                 raise ConfigError(f"params: '{key}' = {value!r} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
             kwargs[name] = value
     return cls(**kwargs)

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from m3sa import losses
 from m3sa import metrics as metrics_lib
 from m3sa.atomic import os_reason
+from m3sa.collapse import collapse_reason
 from m3sa.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, write_json
 from m3sa.config import Config, TrainConfig
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
@@ -155,7 +156,8 @@ def resume_digest(cfg: Config, meta: dict[str, Any] | None = None) -> str:
     raw.pop("report", None)
     raw["evaluate"] = {"batch_size": raw["evaluate"]["batch_size"]}
     for key in RESUME_FREE_KEYS:
-        raw["train"].pop(key, None)
+        if not (key == "epochs" and cfg.train.schedule != "constant"):  # a decaying lr depends on the epochs
+            raw["train"].pop(key, None)
     if meta is not None:
         raw["data_identity"] = data_identity(meta)
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -180,7 +182,8 @@ def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], text_params: l
             seen.add(id(p))
             groups["text" if id(p) in text_ids else "rest"].append(p)
     lrs = {"rest": cfg.lr, "text": cfg.lr_text}
-    param_groups = [{"params": ps, "lr": lrs[name], "name": name} for name, ps in groups.items() if ps]
+    param_groups = [{"params": ps, "lr": lrs[name], "base_lr": lrs[name], "name": name}
+                    for name, ps in groups.items() if ps]
     if not param_groups:
         raise TrainingError("the model has no trainable parameters")
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -188,6 +191,29 @@ def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], text_params: l
     if fused:
         kwargs["fused"] = True
     return cls(param_groups, **kwargs)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup_ratio: float) -> float:
+    """Share of the base learning rate at 0-based ``step`` of ``total``.
+
+    ``constant``: 1. ``linear``: linear warm-up from 1/(warm-up steps) to 1 over the first
+    ``warmup_ratio`` of the steps, then linear decay to 0 at ``total`` (as commonly used to
+    fine-tune BERT-family encoders).
+    """
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    warm = int(round(warmup_ratio * total))
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer | None], factor: float) -> None:
+    """Set every param group's lr to ``factor`` times its ``base_lr``."""
+    for opt in optimizers:
+        if opt is not None:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * factor
 
 
 class _PhaseModule(nn.Module):
@@ -202,7 +228,7 @@ class _PhaseModule(nn.Module):
         if phase == 1:
             mods = [m for m in self.model.modalities if m in out.unimodal]
             return (torch.stack([out.unimodal[m] for m in mods]),)  # (M, B)
-        return out.pred, out.penalty
+        return out.pred, out.penalty, out.expected_l0.to(out.pred.device)
 
 
 class NonFiniteLoss(Exception):
@@ -283,18 +309,18 @@ class Trainer:
         return {"loss_unimodal": vals[0], **{f"loss_{m}": v for m, v in zip(mods, vals[1:])}}
 
     def multimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
-        """Phase 2: l_M (+ weighted penalty) updates the whole model."""
+        """Phase 2: l_M (+ weighted penalty l_p and sparsity prior) updates the whole model."""
         self.opt_all.zero_grad(set_to_none=True)
         with autocast_for(self.rt.device):
-            pred, penalty = self.net(batch, 2)
+            pred, penalty, l0 = self.net(batch, 2)
         lm = losses.multimodal_loss(pred, batch["label"])
-        penalty = penalty.float().to(lm.device)
-        loss = lm + self.cfg.train.penalty_weight * penalty
-        vals = self._reduce(torch.stack([loss, lm, penalty]), share)
+        penalty, l0 = penalty.float().to(lm.device), l0.float().to(lm.device)
+        loss = lm + self.cfg.train.penalty_weight * penalty + self.cfg.train.sparsity_weight * l0
+        vals = self._reduce(torch.stack([loss, lm, penalty, l0]), share)
         if not math.isfinite(vals[0]):
             raise NonFiniteLoss("multimodal", vals[0])
         self._backward_step(loss, share * self.rt.world, self.all_params, self.opt_all)
-        return {"loss": vals[0], "loss_multimodal": vals[1], "penalty": vals[2]}
+        return {"loss": vals[0], "loss_multimodal": vals[1], "penalty": vals[2], "expected_l0": vals[3]}
 
     def step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
         """Both phases on one batch; ``share`` = local batch size / global batch size."""
@@ -456,11 +482,14 @@ def _open_live(live_dir: Path, seed: int, history: list[dict[str, Any]]) -> Any:
 
 
 def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, cfg: Config, rt: Runtime,
-               desc: str) -> tuple[dict[str, float], int, float, float, int]:
-    """One pass over the train split: (mean losses, samples, seconds, seconds waiting for data, batches)."""
+               epoch: int, desc: str) -> tuple[dict[str, float], int, float, float, int]:
+    """One pass over the train split (1-based ``epoch``, for the lr schedule):
+    (mean losses, samples, seconds, seconds waiting for data, batches)."""
+    tc = cfg.train
     batches = sampler.global_batches()
-    if cfg.train.max_batches:
-        batches = batches[: cfg.train.max_batches]
+    if tc.max_batches:
+        batches = batches[: tc.max_batches]
+    total = tc.epochs * len(batches)
     local = [b[rt.rank::rt.world] for b in batches]
     sums: dict[str, float] = {}
     seen = 0
@@ -473,6 +502,8 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
         t = time.perf_counter()
         batch = next(it)
         wait += time.perf_counter() - t
+        set_lr([trainer.opt_all, trainer.opt_uni],
+               lr_factor((epoch - 1) * len(batches) + i, total, tc.schedule, tc.warmup_ratio))
         try:
             stats = trainer.step(batch, share=len(local[i]) / len(gbatch))
         except NonFiniteLoss as err:
@@ -488,6 +519,15 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
             bar.set_postfix(loss=f"{stats['loss_multimodal']:.3f}")
     bar.close()
     return {k: v / max(seen, 1) for k, v in sums.items()}, seen, time.perf_counter() - start, wait, len(batches)
+
+
+def _collapse_of(state: _State) -> str | None:
+    """The collapse check (m3sa.collapse) on the selected epoch's valid outputs."""
+    best = next((h for h in state.history if h["epoch"] == state.best_epoch), None)
+    if best is None:
+        return None
+    return collapse_reason(best.get("pred_std", float("nan")), best.get("label_std", float("nan")),
+                           float(best["valid"]["corr"]), best["filter"])
 
 
 def train(cfg: Config, features_dir: str | Path | None = None, models_dir: str | Path | None = None,
@@ -541,7 +581,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
             torch.manual_seed(epoch_seed(seed, epoch, rt.rank))
             sampler.set_epoch(epoch)
             try:
-                means, seen, secs, wait, nb = _run_epoch(trainer, data.train, sampler, cfg, rt,
+                means, seen, secs, wait, nb = _run_epoch(trainer, data.train, sampler, cfg, rt, epoch,
                                                          f"seed {seed} epoch {epoch}/{tc.epochs}")
             except NonFiniteLoss as err:
                 kept = _kept(state, last_path)
@@ -573,6 +613,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
             state.epoch = epoch
             filters = valid.filter_means()
             state.history.append({"epoch": epoch, "train": means, "valid": scores, "filter": filters,
+                                  "pred_std": float(np.std(valid.pred)), "label_std": float(data.valid.labels.numpy().std()),
                                   "samples_per_s": seen / secs if secs else None})
             log.info("seed %d epoch %d: loss %.4f, valid %s %.4f%s, %.0f samples/s, %d batches", seed, epoch,
                      means.get("loss_multimodal", float("nan")), tc.select_metric, value,
@@ -598,12 +639,20 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
         if live is not None:
             with _curve_errors(live_dir / f"seed_{seed}"):
                 live.end()
+    best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
+    collapsed = _collapse_of(state)
+    if collapsed:
+        log.warning("seed %d COLLAPSED at its selected epoch %d: %s", seed, state.best_epoch, collapsed)
     return {
         "seed": seed,
+        "collapsed": collapsed,
         "best_epoch": state.best_epoch,
         "best_valid": state.best,
         "select_metric": tc.select_metric,
         "best_valid_metrics": state.best_metrics,
+        "best_filter": best.get("filter", {}),
+        "curve": [{"epoch": h["epoch"], "valid_mae": h["valid"].get("mae"), "valid_corr": h["valid"].get("corr"),
+                   "filter": h["filter"]} for h in state.history],
         "epochs_run": state.epoch,
         "resumed_from_epoch": resumed_from,
         "stopped_early": state.stopped,
@@ -629,8 +678,13 @@ def train_all(cfg: Config, features_dir: str | Path | None = None, models_dir: s
         with torch_settings(threads, deterministic=rt.device.type == "cpu"):
             data = load_training_data(cfg, features_dir)
             per_seed = [train(cfg, features_dir, models_dir, live_dir, s, data=data, runtime=rt) for s in cfg.train.seeds]
+        collapsed = [r["seed"] for r in per_seed if r.get("collapsed")]
+        if collapsed:
+            log.warning("%d of %d seeds collapsed to a constant predictor: %s (metrics/train.json "
+                        "per_seed.collapsed says why)", len(collapsed), len(per_seed), collapsed)
         summary: dict[str, Any] = {"select_metric": cfg.train.select_metric, "device": str(rt.device),
-                                   "world_size": rt.world, "mean": {}, "per_seed": per_seed}
+                                   "world_size": rt.world, "collapsed_seeds": collapsed, "mean": {},
+                                   "per_seed": per_seed}
         for key in ("best_valid", "best_epoch", "epochs_run", "wall_s", "samples_per_s", "data_wait_share"):
             vals = [r[key] for r in per_seed if r[key] is not None]
             summary["mean"][key] = float(np.mean(vals)) if vals else None

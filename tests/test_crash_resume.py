@@ -194,7 +194,7 @@ def test_damaged_curves_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
     def cfg(epochs: int):
         return config_from_dict({"model": {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2,
                                            "max_tokens": 24},
-                                 "train": {"seeds": [0], "epochs": epochs, "batch_size": 16, "patience": 9,
+                                 "train": {"seeds": [0], "epochs": epochs, "batch_size": 16, "patience": 9, "schedule": "constant",
                                            "device": "cpu", "num_threads": 1}})
 
     features = write_features(tmp_path / "features", sizes=(48, 16, 16))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from m3sa.models.filter import ModalityFilter, hard_concrete, hard_keep_probability, soft_assign
+from m3sa.models.filter import ModalityFilter, hard_concrete, hard_keep_probability, initial_bias, soft_assign
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,34 +29,71 @@ def test_softmax_with_lambda_hand_case():
     assert soft_assign(z, 1.0)[0, 0].item() == pytest.approx(1 / (1 + math.exp(-0.002)))
 
 
-def test_soft_filter_mixes_with_baseline_and_reports_penalty(make_model_cfg):
-    cfg = make_model_cfg(filter="soft", soft_lambda=3.0)
+@pytest.mark.parametrize("shared", [True, False])
+def test_soft_filter_mixes_with_baseline_and_reports_penalty(make_model_cfg, shared):
+    cfg = make_model_cfg(filter="soft", soft_lambda=3.0, filter_shared=shared)
     filt = ModalityFilter(cfg, MODS)
+    assert len(filt.fc.nets) == (1 if shared else 3)
     with torch.no_grad():
         filt.baseline.copy_(torch.randn(3, cfg.dim))
-        filt.fc[-1].weight.normal_(std=0.5)
+        for net in filt.fc.nets:
+            net[-1].weight.normal_(std=0.5)
     xs = _inputs(cfg)
-    x2, keep, penalty = filt(xs)
+    out = filt(xs)
+    x2, keep, penalty = out.x2, out.keep, out.penalty
     # recompute eq. 14-20 by hand from the module's layers
     x_cat = torch.cat([xs[m] for m in MODS], dim=1)
     xp = filt.mix(x_cat)
     shares = []
     for i, m in enumerate(MODS):
-        z = filt.fc(torch.relu(xp - xs[m]))
+        z = filt.fc.nets[0 if shared else i](torch.relu(xp - xs[m]))
         s = torch.softmax(3.0 * z, dim=-1)
         torch.testing.assert_close(keep[m], s[:, 0])
         torch.testing.assert_close(x2[m], s[:, :1] * xs[m] + s[:, 1:] * filt.baseline[i])
         shares.append(s)
     expected = torch.stack([1 - (s[:, 1] - s[:, 0]) ** 2 for s in shares]).mean()
     torch.testing.assert_close(penalty, expected)
+    # expected L0 of the soft gate: the mean share kept
+    torch.testing.assert_close(out.expected_l0, torch.stack([s[:, 0] for s in shares]).mean())
 
 
-def test_small_initial_logits_keep_soft_filter_unsaturated(make_model_cfg):
-    cfg = make_model_cfg(filter="soft", soft_lambda=1000.0, filter_init_std=0.0)
-    _, keep, penalty = ModalityFilter(cfg, MODS)(_inputs(cfg))
-    for value in keep.values():
+def test_paper_recipe_starts_gates_at_one_half(make_model_cfg):
+    cfg = make_model_cfg(filter="soft", filter_init_std=0.0).with_recipe("paper")
+    assert (cfg.soft_lambda, cfg.filter_shared, cfg.filter_init_keep) == (1000.0, True, 0.5)
+    out = ModalityFilter(cfg, MODS)(_inputs(cfg))
+    for value in out.keep.values():
         torch.testing.assert_close(value, torch.full_like(value, 0.5))
-    assert penalty.item() == pytest.approx(1.0)
+    assert out.penalty.item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind,keep", [("soft", 0.9), ("soft", 0.2), ("hard", 0.9), ("hard", 0.3)])
+def test_initial_bias_sets_the_initial_keep(make_model_cfg, kind, keep):
+    cfg = make_model_cfg(filter=kind, filter_init_std=0.0, filter_init_keep=keep, soft_lambda=7.0)
+    filt = ModalityFilter(cfg, MODS).train()
+    torch.manual_seed(0)
+    out = filt(_inputs(cfg, n=4000))
+    # zero last-layer weights: every logit is the bias, so the keep probability is `keep`
+    assert out.expected_l0.item() == pytest.approx(keep, abs=1e-5)
+    observed = torch.stack(list(out.keep.values())).mean().item()
+    assert observed == pytest.approx(keep, abs=0.02 if kind == "hard" else 1e-5)
+    # hand case: soft bias [logit(keep) / lambda, 0]
+    if kind == "soft":
+        assert initial_bias("soft", keep, 7.0, 2 / 3, -0.1, 1.1) == pytest.approx([math.log(keep / (1 - keep)) / 7, 0])
+
+
+def test_lambda_warmup_starts_gates_at_init_keep(make_model_cfg):
+    cfg = make_model_cfg(filter="soft", filter_init_std=0.0, filter_init_keep=0.9, soft_lambda=1000.0,
+                         soft_lambda_warmup_epochs=3)
+    out = ModalityFilter(cfg, MODS)(_inputs(cfg))
+    assert out.expected_l0.item() == pytest.approx(0.9, abs=1e-5)
+
+
+def test_filter_logits_are_float32_under_bf16_autocast(make_model_cfg):
+    cfg = make_model_cfg(filter="soft", soft_lambda=1000.0)
+    filt = ModalityFilter(cfg, MODS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = filt.fc(torch.randn(3, 5, cfg.dim))
+    assert z.dtype == torch.float32
 
 
 def test_lambda_warmup(make_model_cfg):
@@ -106,25 +143,26 @@ def test_default_constants_give_sigmoid_keep_probability():
 
 def test_hard_filter_is_deterministic_at_eval(make_model_cfg):
     torch.manual_seed(0)
-    cfg = make_model_cfg(filter="hard", filter_init_std=1.0)
+    cfg = make_model_cfg(filter="hard", filter_init_std=1.0, filter_init_keep=0.5)
     filt = ModalityFilter(cfg, MODS).eval()
     xs = _inputs(cfg, n=64)
-    _, keep1, penalty = filt(xs)
-    _, keep2, _ = filt(xs)
-    assert penalty.item() == 0.0
-    for m in MODS:
+    o1, o2 = filt(xs), filt(xs)
+    keep1, keep2 = o1.keep, o2.keep
+    assert o1.penalty.item() == 0.0
+    x = torch.stack([xs[k] for k in MODS])
+    z = filt.fc(torch.relu(filt.mix(torch.cat([xs[k] for k in MODS], 1)).unsqueeze(0) - x)).squeeze(-1)
+    for i, m in enumerate(MODS):
         torch.testing.assert_close(keep1[m], keep2[m])
         # u = 0.5 and the default constants: s = 1 iff z > 0
-        z = filt.fc(torch.relu(filt.mix(torch.cat([xs[k] for k in MODS], 1)) - xs[m])).squeeze(-1)
-        torch.testing.assert_close(keep1[m], (z > 0).float())
+        torch.testing.assert_close(keep1[m], (z[i] > 0).float())
     assert 0 < torch.stack(list(keep1.values())).mean() < 1
 
 
 def test_hard_filter_samples_in_training(make_model_cfg):
-    cfg = make_model_cfg(filter="hard")
+    cfg = make_model_cfg(filter="hard", filter_init_keep=0.5)
     filt = ModalityFilter(cfg, MODS).train()
     torch.manual_seed(0)
-    _, keep, _ = filt(_inputs(cfg, n=400))
+    keep = filt(_inputs(cfg, n=400)).keep
     values = torch.stack(list(keep.values()))
     assert set(values.unique().tolist()) == {0.0, 1.0}
     # near-zero initial logits: P(s = 1) is about sigmoid(0) = 0.5
@@ -143,7 +181,7 @@ def test_without_baseline_embedding_b_is_a_zero_buffer(make_model_cfg):
 def test_baseline_embedding_receives_gradient(make_model_cfg):
     cfg = make_model_cfg(filter="soft", soft_lambda=1.0)
     filt = ModalityFilter(cfg, MODS)
-    x2, _, _ = filt(_inputs(cfg))
+    x2 = filt(_inputs(cfg)).x2
     sum(v.sum() for v in x2.values()).backward()
     assert filt.baseline.grad is not None and filt.baseline.grad.abs().sum() > 0
 
@@ -155,15 +193,16 @@ def test_drop_replaces_by_baseline(make_model_cfg, kind):
     with torch.no_grad():
         filt.baseline.copy_(torch.randn(3, cfg.dim))
     xs = _inputs(cfg)
-    x2, keep, _ = filt(xs, drop="acoustic")
+    out = filt(xs, drop="acoustic")
+    x2, keep = out.x2, out.keep
     assert not keep["acoustic"].any()
     torch.testing.assert_close(x2["acoustic"], filt.baseline[1].expand(5, -1))
     # the dropped modality's input does not reach any output
     xs_other = dict(xs, acoustic=torch.randn(5, cfg.dim) * 10)
-    x2b, _, _ = filt(xs_other, drop="acoustic")
+    x2b = filt(xs_other, drop="acoustic").x2
     for m in MODS:
         torch.testing.assert_close(x2[m], x2b[m])
-    x2c, _, _ = filt({m: xs[m] for m in ("language", "visual")}, drop="acoustic")
+    x2c = filt({m: xs[m] for m in ("language", "visual")}, drop="acoustic").x2
     for m in MODS:
         torch.testing.assert_close(x2[m], x2c[m])
 
@@ -172,6 +211,7 @@ def test_two_modalities(make_model_cfg):
     cfg = make_model_cfg(filter="soft")
     filt = ModalityFilter(cfg, ("language", "acoustic"))
     assert filt.mix.in_features == 2 * cfg.dim
-    x2, keep, penalty = filt(_inputs(cfg, mods=("language", "acoustic")))
+    out = filt(_inputs(cfg, mods=("language", "acoustic")))
+    x2, keep, penalty = out.x2, out.keep, out.penalty
     assert set(x2) == set(keep) == {"language", "acoustic"}
     assert x2["language"].shape == (5, cfg.dim) and penalty.dim() == 0

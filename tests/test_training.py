@@ -33,7 +33,9 @@ TINY = {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_
 
 
 def make_cfg(model: dict | None = None, **train) -> Config:
-    base = {"seeds": [0], "epochs": 2, "batch_size": 16, "num_threads": 1, "device": "cpu"}
+    # a constant lr: these tests stop runs early by lowering train.epochs, which the linear
+    # schedule's lr depends on (test_linear_schedule_does_not_resume_across_epoch_counts)
+    base = {"seeds": [0], "epochs": 2, "batch_size": 16, "num_threads": 1, "device": "cpu", "schedule": "constant"}
     return config_from_dict({"model": {**TINY, **(model or {})}, "train": {**base, **train}})
 
 
@@ -102,10 +104,11 @@ def test_optimizer_groups_by_owning_module():
 
 
 def test_resume_ends_like_an_uninterrupted_run(small, tmp_path):
-    full = run(make_cfg(epochs=3, patience=5), small, tmp_path / "a")
-    first = run(make_cfg(epochs=1, patience=5), small, tmp_path / "b")  # "interrupted" after epoch 1
+    # a constant lr does not depend on train.epochs, so a 1-epoch run stands for an interrupted one
+    full = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "a")
+    first = run(make_cfg(epochs=1, patience=5, schedule="constant"), small, tmp_path / "b")
     assert first["epochs_run"] == 1
-    resumed = run(make_cfg(epochs=3, patience=5), small, tmp_path / "b")
+    resumed = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_run"] == 3
     assert resumed["best_valid"] == full["best_valid"] and resumed["best_epoch"] == full["best_epoch"]
     assert resumed["best_valid_metrics"] == full["best_valid_metrics"]
@@ -117,8 +120,25 @@ def test_resume_ends_like_an_uninterrupted_run(small, tmp_path):
     mae = (tmp_path / "b/live/seed_0/plots/metrics/valid/mae.tsv").read_text().split()
     assert mae[0] == "step" and [int(s) for s in mae[2::2]] == [0, 1, 2]
     # a finished run is not trained again
-    again = run(make_cfg(epochs=3, patience=5), small, tmp_path / "b")
+    again = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "b")
     assert again["resumed_from_epoch"] == 3 and again["best_valid"] == full["best_valid"]
+
+
+def test_linear_schedule_does_not_resume_across_epoch_counts(small, tmp_path):
+    """The linear schedule's lr at a step depends on train.epochs: more epochs start fresh."""
+    run(make_cfg(epochs=1, patience=5, schedule="linear"), small, tmp_path)
+    assert run(make_cfg(epochs=2, patience=5, schedule="linear"), small, tmp_path)["resumed_from_epoch"] == 0
+    assert run(make_cfg(epochs=2, patience=5, schedule="linear"), small, tmp_path)["resumed_from_epoch"] == 2
+
+
+def test_lr_factor_hand_values():
+    from m3sa.training import lr_factor
+
+    # 20 steps, 10 % warm-up = 2 steps: 1/2, 1, then linear decay (20 - step) / 18
+    assert [lr_factor(s, 20, "linear", 0.1) for s in (0, 1, 2, 11, 19)] == pytest.approx(
+        [0.5, 1.0, 18 / 18, 9 / 18, 1 / 18])
+    assert lr_factor(7, 20, "constant", 0.1) == 1.0
+    assert lr_factor(0, 20, "linear", 0.0) == 1.0
 
 
 def test_changed_params_start_fresh(small, tmp_path, caplog):
@@ -127,7 +147,11 @@ def test_changed_params_start_fresh(small, tmp_path, caplog):
         result = run(make_cfg(epochs=1, lr=5e-4), small, tmp_path)
     assert result["resumed_from_epoch"] == 0 and result["epochs_run"] == 1
     assert "written with other parameters" in caplog.text
-    assert resume_digest(make_cfg(epochs=1)) == resume_digest(make_cfg(epochs=9, seeds=[0, 1]))
+    assert resume_digest(make_cfg(epochs=1, schedule="constant")) == resume_digest(
+        make_cfg(epochs=9, seeds=[0, 1], schedule="constant"))
+    lin = {"schedule": "linear"}
+    assert resume_digest(make_cfg(epochs=1, **lin)) == resume_digest(make_cfg(epochs=1, seeds=[0, 1], **lin))
+    assert resume_digest(make_cfg(epochs=1, **lin)) != resume_digest(make_cfg(epochs=9, **lin))
     assert resume_digest(make_cfg()) != resume_digest(make_cfg(model={"fusion": "concat"}))
     # report and evaluation-only settings do not throw a killed run's progress away
     base = make_cfg().to_dict()

@@ -28,12 +28,15 @@ class ModelOutput:
     filter_values: modality -> (B,) share of x_m kept by the modality filter (soft: s_m[0],
         eq. 20; hard: s_m in {0, 1}, eq. 21); empty without a filter.
     penalty: scalar soft-filter penalty l_p (eq. 19), 0 when unused.
+    expected_l0: scalar mean probability that the filter keeps a modality (the sparsity
+        prior's term, weighted by ``train.sparsity_weight``), 0 without a filter.
     """
 
     pred: Tensor
     unimodal: dict[str, Tensor] = field(default_factory=dict)
     filter_values: dict[str, Tensor] = field(default_factory=dict)
     penalty: Tensor = field(default_factory=lambda: torch.zeros(()))
+    expected_l0: Tensor = field(default_factory=lambda: torch.zeros(()))
 
 
 class BaseModel(nn.Module):

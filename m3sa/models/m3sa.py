@@ -102,14 +102,17 @@ class M3SA(BaseModel):
         unimodal = {m: self.head(x).float() for m, x in xs.items()} if self.has_unimodal_outputs else {}
         ref = next(iter(xs.values()))
         if self.filter is not None:
-            x2, keep, penalty = self.filter(xs, drop)
+            out = self.filter(xs, drop)
+            x2, keep, penalty, l0 = out.x2, out.keep, out.penalty, out.expected_l0
         else:
             x2 = dict(xs)
             if drop is not None:
                 x2[drop] = self.baseline_of(drop, ref)
-            keep, penalty = {}, ref.new_zeros((), dtype=torch.float32)
+            keep = {}
+            penalty = l0 = ref.new_zeros((), dtype=torch.float32)
         fused = self.fusion(torch.stack([x2[m] for m in self.modalities], dim=1))  # (B, M, d) -> (B, d)
-        return ModelOutput(pred=self.head(fused).float(), unimodal=unimodal, filter_values=keep, penalty=penalty)
+        return ModelOutput(pred=self.head(fused).float(), unimodal=unimodal, filter_values=keep, penalty=penalty,
+                           expected_l0=l0)
 
     def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
         """F_m's parameters per modality (the language network includes its text encoder)
