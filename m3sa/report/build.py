@@ -215,6 +215,16 @@ def _training_section(inputs: RunInputs, cfg: Config) -> Section:
         if top:
             section.blocks.append(tables.key_value_table("Training summary (metrics/train.json)", top))
         per_seed = [e for e in train.value.get("per_seed") or [] if isinstance(e, dict)]
+        collapsed = [e for e in per_seed if e.get("collapsed")]
+        if collapsed:
+            section.blocks.append(Paragraph(
+                f"Collapsed seeds: {len(collapsed)} of {len(per_seed)}. At its selected epoch the fused "
+                "prediction of these seeds is (close to) a constant, so their metrics say nothing about the "
+                "method: " + "; ".join(f"seed {e.get('seed')}: {e['collapsed']}" for e in collapsed)
+                + " (m3sa/collapse.py; docs/filter.md)."))
+        elif per_seed and "collapsed" in per_seed[0]:
+            section.blocks.append(Paragraph(f"No seed collapsed (the check of m3sa/collapse.py on the valid "
+                                            f"predictions at each seed's selected epoch, {len(per_seed)} seeds)."))
         if per_seed:
             section.blocks.append(tables.scalar_records_table("Training per seed (metrics/train.json)", per_seed,
                                                               first=("seed",)))
