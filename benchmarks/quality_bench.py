@@ -2,7 +2,7 @@
 
     python benchmarks/quality_bench.py --features DIR [--systems m3sa text_only paper ...]
                                        [--seeds 0 1 2 3 4] [--set key=value ...]
-                                       [--json out.json] [--out docs/benchmarks-quality.md]
+                                       [--json out.json] [--out docs/benchmarks-quality.md] [--report-only]
 
 Every system trains with params.yaml plus its own overrides (below) and the ``--set`` ones,
 on the train split, each seed selected on the valid split only (``train.select_metric``), and
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="per-seed results (read back on a rerun: finished seeds are skipped)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
     ap.add_argument("--title", default="the given features")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: render what --json holds")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     features = Path(args.features)
@@ -196,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict = {}
     threads = int(os.environ.get("M3SA_BENCH_THREADS", "0"))
     with torch_settings(threads, deterministic=True):
-        for name in args.systems:
+        for name in [] if args.report_only else args.systems:
             run_system(name, args.seeds, args.overrides, features, workdir, cache, results, save)
     meta = json.loads((features / "meta.json").read_text())
     lines = [f"## Quality over seeds on {args.title} ({time.strftime('%Y-%m-%d')})", "",
              f"Command: `python benchmarks/quality_bench.py --features {features} --systems {' '.join(args.systems)} "
-             f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {o}" for o in args.overrides) + "`", "",
+             f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {o}" for o in args.overrides)
+             + (f" --json {args.json}" if args.json else "") + "`"
+             + (" (rendered with --report-only from the seeds that JSON holds)" if args.report_only else ""), "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU only. "
              f"Data: {meta.get('counts', meta.get('n_segments', ''))}; modalities {', '.join(meta['modalities'])}. "
              "Every system: params.yaml plus its overrides, the same epochs, schedule and early stopping, "
