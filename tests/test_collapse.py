@@ -11,10 +11,7 @@ import pytest
 from m3sa.collapse import collapse_reason
 from m3sa.config import config_from_dict
 from m3sa.training import train_all
-from tiny_features import write_features
-
-TINY = {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_hidden": 16, "filter_hidden": 8,
-        "dropout": 0.0, "max_tokens": 24}
+from tiny_features import TINY_MODEL as TINY, write_features
 
 
 def test_healthy_seed_is_not_collapsed():

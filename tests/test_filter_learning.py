@@ -28,10 +28,8 @@ import pytest
 
 from m3sa.config import config_from_dict
 from m3sa.training import train
-from tiny_features import write_features
+from tiny_features import TINY_MODEL as TINY, write_features
 
-TINY = {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_hidden": 16, "filter_hidden": 8,
-        "dropout": 0.0, "max_tokens": 24}
 KEEP = 0.85  # acoustic's last filter value must be at least this (measured 0.903-0.972)
 DROP = 0.25  # visual's at most this (measured 0.001-0.161)
 RATIO = 0.3  # and below this share of acoustic's (measured 0.001-0.18)

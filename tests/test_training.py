@@ -24,12 +24,10 @@ from m3sa.errors import TrainingError
 from m3sa.models import build_model
 import m3sa.training as training_mod
 from m3sa.training import Runtime, Trainer, build_optimizer, resume_digest, train, train_all
-from tiny_features import DIMS, write_features
+from tiny_features import DIMS, TINY_MODEL as TINY, write_features
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ("language", "acoustic", "visual")
-TINY = {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_hidden": 16, "filter_hidden": 8,
-        "dropout": 0.0, "max_tokens": 24}
 
 
 def make_cfg(model: dict | None = None, **train) -> Config:

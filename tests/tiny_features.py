@@ -20,6 +20,9 @@ POSITIVE = ["good", "great", "happy", "love", "nice", "best"]
 NEGATIVE = ["bad", "awful", "sad", "hate", "poor", "worst"]
 NEUTRAL = ["the", "a", "movie", "it", "was", "and", "this", "so"]
 DIMS = {"acoustic": 5, "visual": 4}
+#: model section of a small, fast M3SA for these features (tiny random BERT, d = 16)
+TINY_MODEL = {"text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_hidden": 16, "filter_hidden": 8,
+              "dropout": 0.0, "max_tokens": 24}
 
 
 def make_rows(n: int, split: str, rng: np.random.Generator, modalities: tuple[str, ...],
