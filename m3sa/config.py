@@ -40,7 +40,8 @@ class CSDFiles:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["sample", "csd"] = "sample"
+    source: Literal["sample", "csd", "mmsa", "mag"] = "sample"
+    pickle: str = "data/sample"
     sample_size: Literal["tiny", "default", "large", "mosei"] = "default"
     sample_seed: int = 0
     sample_dir: str = "data/sample"
@@ -354,7 +355,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
 
 #: String keys that name a file, folder or encoder: an empty value would silently mean the
 #: current directory.
-_NON_EMPTY = ("data.sample_dir", "data.csd_dir", "data.folds", "data.features_dir", "data.files.labels",
+_NON_EMPTY = ("data.sample_dir", "data.csd_dir", "data.pickle", "data.folds", "data.features_dir", "data.files.labels",
               "model.text_encoder", "train.models_dir", "train.live_dir", "report.experiments")
 
 

@@ -24,6 +24,11 @@ class CSDError(DataError):
     """A CMU-MultimodalSDK computational sequence (.csd) file is malformed."""
 
 
+class PickleFileError(DataError):
+    """A pickle input (MMSA, MAG-BERT layout) is unreadable, not of its layout, or names
+    something the allowlist loader does not build."""
+
+
 class ModelError(M3SAError):
     """A model cannot be built or loaded (encoder path, widths that disagree...)."""
 

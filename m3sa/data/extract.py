@@ -1,4 +1,4 @@
-"""CSD files in, Parquet out: segments, word-level alignment, cleaning, standardisation.
+"""CSD files or a processed pickle in, Parquet out: segments, alignment, cleaning, standardisation.
 
 Segments come from the label rows; a segment's words and frames are those overlapping its
 interval (:mod:`m3sa.data.align`). With ``data.align: words`` every non-silence word gets
@@ -15,6 +15,11 @@ test rows are then standardised on the way, and a second pass rewrites the train
 one batch at a time. Outputs appear only once complete (temp file, then rename); on any
 error no partial output remains. The input files' SHA-256 (for meta.json) is computed in
 a separate process meanwhile.
+
+An MMSA or MAG-BERT pickle (``data.source: mmsa | mag``, :mod:`m3sa.data.pickles`) goes
+through the same writer, one segment at a time: its splits, rows and widths are the file's
+(meta.json ``align`` says which rows: ``words``, ``tokens`` or ``none`` for frames), and
+the same cleaning, truncation, standardisation and drop records apply.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,8 @@ from m3sa.data.csd import CSDReader
 from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lists, arrow_numeric,
                                 arrow_strings, features_schema, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
+from m3sa.data.pickles import ROWS_ALIGN, Segment, read_pickle, recognise, segment_key
+from m3sa.data.safe_pickle import load_pickle
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import ConfigError, CSDError, DataError, OutputError
 
@@ -107,6 +114,7 @@ class _Hasher:
 
     def __init__(self, paths: list[Path]) -> None:
         self._worker: Any = None
+        self._result: dict[str, str] | None = None
         if not paths:
             return
         if "fork" in multiprocessing.get_all_start_methods():
@@ -121,6 +129,8 @@ class _Hasher:
             child.close()
 
     def result(self) -> dict[str, str]:
+        if self._result is not None:
+            return self._result
         if self._worker is None:
             return {}
         try:
@@ -132,10 +142,11 @@ class _Hasher:
             self._conn.close()
         if status != "ok":
             raise DataError(value)
+        self._result = value
         return value
 
     def cancel(self) -> None:
-        if self._worker is None:
+        if self._worker is None or self._result is not None:
             return
         if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
             self._worker.terminate()
@@ -524,7 +535,75 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
     )
 
 
-# ----------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------- pickle input
+
+def _segment_chunk(seg: Segment, rows_kind: str, cfg: DataConfig, report: _Report) -> _Chunk:
+    """One segment of a pickle source as a chunk; empty text is dropped and recorded."""
+    sid = seg.segment_id
+    words = [w.encode() for w in seg.words]
+    if not words:
+        report.drop(sid, seg.video_id, "empty text")
+        return _Chunk(seg.video_id, seg.split, [], *(np.zeros(0),) * 2, np.zeros(0, np.float32), [], {}, None)
+    seqs: dict[str, list[np.ndarray]] = {}
+    for m, x in seg.rows.items():
+        if rows_kind == "words":
+            x = x[: cfg.max_words]  # one row per word, cut with the words
+        elif rows_kind == "frames":
+            x = x[:: cfg.downsample][: cfg.max_frames]
+        x = np.array(x, dtype=np.float32)  # a copy: the file's arrays stay as they are
+        report.nonfinite[m] += _clean(x, np.arange(len(x)), cfg.nonfinite_value)
+        if not len(x):
+            report.empty_segments[m] += 1
+        seqs[m] = [x]
+    if len(words) > cfg.max_words:
+        report.truncated += 1
+        words = words[: cfg.max_words]
+    nan = np.full(1, np.nan)  # pickles carry no timestamps
+    return _Chunk(seg.video_id, seg.split, [sid], nan, nan, np.array([seg.label], np.float32), [words], seqs, None)
+
+
+def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
+    path = Path(cfg.pickle)
+    hasher = _Hasher([path] if hash_inputs and path.is_file() else [])
+    try:
+        obj = load_pickle(path)
+        sha = hasher.result().get(path.name)
+        data = read_pickle(obj, path, cfg.source, sha)
+    except BaseException:
+        hasher.cancel()
+        raise
+    report = _Report(nonfinite={m: 0 for m in data.dims}, empty_words={}, empty_segments={m: 0 for m in data.dims})
+    name = recognise(sha)
+    meta = {
+        "align": ROWS_ALIGN[data.rows],
+        "videos": {s: len({segment_key(r, path, s)[1] for r in _raw_ids(data, s)}) for s in SPLITS},
+        "pickle": {
+            "layout": data.layout, "file": str(path), "sha256": sha, "recognised": name, "rows": data.rows,
+            "rows_meaning": ROWS_MEANING[data.rows],
+            "not_used": sorted(set(data.unused) | ({"text", "text_bert"} if data.layout == "mmsa" else set())),
+            "text": "the text encoder runs on the words (raw_text / words); pre-computed text features are not used",
+        },
+    }
+    log.info("extract: %s (%s layout, rows = %s)", name if sha else path.name, data.layout, data.rows)
+    chunks = (_segment_chunk(seg, data.rows, cfg, report) for seg in data.segments())
+    return _Plan(cfg.source, ["language", *data.dims], data.dims, chunks, sum(data.counts.values()), "segment",
+                 False, report, hasher, meta, f"{path}: no train segment left after dropping bad segments")
+
+
+def _raw_ids(data: Any, split: str) -> list[Any]:
+    return list(data.splits[split]["id"]) if data.layout == "mmsa" else [ex[2] for ex in data.splits[split]]
+
+
+ROWS_MEANING = {
+    "words": "one acoustic / visual row per word",
+    "tokens": "one row per WordPiece token of raw_text, as the aligned MMSA file holds them ([CLS] and [SEP] "
+              "rows dropped); a word of k WordPieces has k rows",
+    "frames": "the file's frame sequences (the first audio_lengths / vision_lengths rows), every "
+              "data.downsample-th, at most data.max_frames",
+}
+
+
+# ----------------------------------------------------------------------------- CSD input
 
 def _load_ground_truth(path: Path) -> dict[str, dict[str, bool]]:
     if not path.exists():
@@ -536,6 +615,69 @@ def _load_ground_truth(path: Path) -> dict[str, dict[str, bool]]:
     if not isinstance(gt, dict):
         raise DataError(f"{path}: must map segment ids to {{modality: bool}}")
     return gt
+
+
+def _csd_plan(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[str, CSDReader],
+              hash_inputs: bool) -> _Plan:
+    videos = labels.videos()
+    if not videos:
+        raise CSDError(f"{labels.path}: no videos in the label file")
+    dims: dict[str, int] = {}
+    for m, r in readers.items():
+        vids = r.videos()
+        if not vids:
+            raise CSDError(f"{r.path}: no videos in the file")
+        if m != "language":
+            dims[m] = int(r.shape(vids[0])[1])
+    modalities = [m for m in ("language", *FRAME_MODALITIES) if m in readers]
+    if inputs.folds_file is not None:
+        folds = read_folds_file(inputs.folds_file)
+        folds_where = str(inputs.folds_file)
+    else:
+        folds = resolve_folds(cfg.folds, videos, cfg.split_seed, cfg.split_fractions)
+        folds_where = f"data.folds ({cfg.folds})"
+    assignment = assign_folds(folds, videos, folds_where)
+    gt = _load_ground_truth(inputs.ground_truth) if inputs.ground_truth is not None else None
+    hashed = [p for p in inputs.files.values() if p is not None]
+    hashed += [p for p in (inputs.folds_file, inputs.ground_truth) if p is not None]
+    if cfg.folds not in ("mosi", "mosei", "random") and inputs.source == "csd":
+        hashed.append(Path(cfg.folds))
+    frame_mods = list(dims)
+    streams = _Streams(readers={m: readers[m] for m in modalities}, labels=labels, dims=dims)
+    report = _Report(nonfinite={m: 0 for m in frame_mods}, empty_words={m: 0 for m in frame_mods},
+                     empty_segments={m: 0 for m in frame_mods})
+    todo = sorted((v for v in videos if v in assignment.split_of),
+                  key=lambda v: assignment.split_of[v] != "train")  # stable: label-file order within
+    chunks = (_video_chunk(v, assignment.split_of[v], cfg, streams, report, gt) for v in todo)
+    meta = {
+        "align": cfg.align,
+        "videos": {s: sum(1 for v in assignment.split_of.values() if v == s) for s in SPLITS},
+        "fold_ids_not_in_labels": assignment.unknown,
+        "videos_in_no_fold": assignment.unassigned,
+    }
+    return _Plan(inputs.source, modalities, dims, chunks, len(todo), "video", gt is not None, report,
+                 _Hasher(hashed if hash_inputs else []), meta,
+                 f"{labels.path}: no train segment left after matching folds and dropping bad segments; check "
+                 "data.folds and the dropped segments")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+@dataclass
+class _Plan:
+    """One extraction's input, whatever its format: what the writer needs."""
+
+    source: str
+    modalities: list[str]
+    dims: dict[str, int]  # frame modality -> width
+    chunks: Iterator[_Chunk]  # train split first
+    total: int  # chunks, for the progress bar
+    unit: str
+    has_gt: bool
+    report: _Report
+    hasher: _Hasher
+    meta: dict[str, Any]  # source-specific meta.json entries
+    no_train: str  # the error when no train segment is left
 
 
 def _given_norm(statistics: Mapping[str, Mapping[str, Sequence[float]]], dims: dict[str, int],
@@ -560,7 +702,8 @@ def _given_norm(statistics: Mapping[str, Mapping[str, Sequence[float]]], dims: d
 
 def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True,
             statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
-    """Extract ``cfg.features_dir/{train,valid,test}.parquet`` and ``meta.json`` from CSD input.
+    """Extract ``cfg.features_dir/{train,valid,test}.parquet`` and ``meta.json`` from the
+    input ``cfg.source`` names (CSD files, the embedded sample, an MMSA or MAG-BERT pickle).
 
     Returns the meta dict written to ``meta.json`` (docs/architecture.md). ``hash_inputs=False``
     leaves ``meta["inputs"]`` empty (benchmarks use it to time the extraction proper).
@@ -569,6 +712,8 @@ def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True,
     statistics; needs ``cfg.standardize``).
     """
     t_start = time.perf_counter()
+    if cfg.source in ("mmsa", "mag"):
+        return _write(cfg, _pickle_plan(cfg, hash_inputs), progress, t_start, statistics)
     inputs = resolve_inputs(cfg)
     if cfg.align == "words" and inputs.files["language"] is None:
         raise ConfigError("params: 'data.align' = 'words' needs a words file; set data.files.words or use "
@@ -577,47 +722,17 @@ def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True,
         labels = stack.enter_context(CSDReader(inputs.files["labels"]))  # type: ignore[arg-type]
         readers = {m: stack.enter_context(CSDReader(p)) for m in ("language", *FRAME_MODALITIES)
                    if (p := inputs.files[m]) is not None}
-        return _extract(cfg, inputs, labels, readers, progress, hash_inputs, t_start, statistics)
+        return _write(cfg, _csd_plan(cfg, inputs, labels, readers, hash_inputs), progress, t_start, statistics)
 
 
-def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[str, CSDReader],
-             progress: bool, hash_inputs: bool, t_start: float,
-             statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
-    videos = labels.videos()
-    if not videos:
-        raise CSDError(f"{labels.path}: no videos in the label file")
-    dims: dict[str, int] = {}
-    for m, r in readers.items():
-        vids = r.videos()
-        if not vids:
-            raise CSDError(f"{r.path}: no videos in the file")
-        if m != "language":
-            dims[m] = int(r.shape(vids[0])[1])
-    modalities = [m for m in ("language", *FRAME_MODALITIES) if m in readers]
-    if inputs.folds_file is not None:
-        folds = read_folds_file(inputs.folds_file)
-        folds_where = str(inputs.folds_file)
-    else:
-        folds = resolve_folds(cfg.folds, videos, cfg.split_seed, cfg.split_fractions)
-        folds_where = f"data.folds ({cfg.folds})"
-    assignment = assign_folds(folds, videos, folds_where)
-    gt = _load_ground_truth(inputs.ground_truth) if inputs.ground_truth is not None else None
-    hashed = [p for p in inputs.files.values() if p is not None]
-    hashed += [p for p in (inputs.folds_file, inputs.ground_truth) if p is not None]
-    if cfg.folds not in ("mosi", "mosei", "random") and inputs.source == "csd":
-        hashed.append(Path(cfg.folds))
+def _write(cfg: DataConfig, plan: _Plan, progress: bool, t_start: float,
+           statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, Any]:
+    """Write ``plan``'s chunks as the three Parquet splits and meta.json, atomically."""
     out = Path(cfg.features_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{out}: cannot create the output folder ({os_reason(err)})") from None
-    schema = features_schema(modalities, gt is not None)
-    frame_mods = [m for m in FRAME_MODALITIES if m in readers]
-    streams = _Streams(readers={m: readers[m] for m in modalities}, labels=labels, dims=dims)
-    report = _Report(nonfinite={m: 0 for m in frame_mods}, empty_words={m: 0 for m in frame_mods},
-                     empty_segments={m: 0 for m in frame_mods})
+    dims, report = plan.dims, plan.report
+    frame_mods = list(dims)
+    schema = features_schema(plan.modalities, plan.has_gt)
     stats = {m: RunningStats(dims[m]) for m in frame_mods}
-
     given = _given_norm(statistics, dims, frame_mods) if statistics is not None and cfg.standardize else None
 
     def train_norm() -> Norm:
@@ -626,7 +741,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     final = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
     raw_train = out / ".train.raw.arrow.tmp"
     temps = [raw_train, *final.values(), out / ".meta.json.tmp"]
-    # Train videos go first. Their statistics are known only at the end of the split, so train
+    # Train chunks come first. Their statistics are known only at the end of the split, so train
     # rows are written raw and standardised in a second pass; valid and test rows are
     # standardised on the way. With given statistics every split is standardised on the way.
     two_pass = cfg.standardize and bool(frame_mods) and given is None
@@ -634,50 +749,48 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     first_norm = given if given is not None else identity
     writers: dict[str, _SplitWriter] = {}
     train_done = not two_pass
-    hasher = _Hasher(hashed if hash_inputs else [])
     try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{out}: cannot create the output folder ({os_reason(err)})") from None
         for s in SPLITS:
             first = two_pass and s == "train"
             writers[s] = _SplitWriter(raw_train if first else final[s], schema, dims, None if first else first_norm)
-        todo = sorted((v for v in videos if v in assignment.split_of),
-                      key=lambda v: assignment.split_of[v] != "train")  # stable: label-file order within
-        for video in tqdm(todo, desc="extract", unit="video", disable=None if progress else True, leave=False):
-            split = assignment.split_of[video]
-            if split != "train" and not train_done:
+        for chunk in tqdm(plan.chunks, total=plan.total, desc="extract", unit=plan.unit,
+                          disable=None if progress else True, leave=False):
+            if chunk.split != "train" and not train_done:
                 train_done = True
                 writers["valid"].norm = writers["test"].norm = train_norm()
-            chunk = _video_chunk(video, split, cfg, streams, report, gt)
-            writers[split].add(chunk)
-            if split == "train" and cfg.standardize and given is None and len(chunk):
+            writers[chunk.split].add(chunk)
+            if chunk.split == "train" and cfg.standardize and given is None and len(chunk):
                 for m in frame_mods:
-                    x = np.concatenate(chunk.seqs[m])  # (rows of the video, d)
+                    x = np.concatenate(chunk.seqs[m])  # (rows of the chunk, d)
                     stats[m].update(x[~np.isnan(x).any(axis=1)])
         for w in writers.values():
             w.close()
         counts = {s: writers[s].rows for s in SPLITS}
         if counts["train"] == 0:
-            raise DataError(f"{labels.path}: no train segment left after matching folds and dropping bad "
-                            "segments; check data.folds and the dropped segments")
+            raise DataError(plan.no_train)
         norm = given if given is not None else train_norm()
         if two_pass:
             _rewrite_standardised(raw_train, final["train"], schema, norm)
         standardization = {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in norm.items()}
         meta = {
             "format": "m3sa-features", "version": 1,
-            "source": inputs.source, "align": cfg.align, "modalities": modalities, "dims": dims,
+            "source": plan.source, "align": plan.meta["align"], "modalities": plan.modalities, "dims": dims,
             "counts": counts,
-            "videos": {s: sum(1 for v in assignment.split_of.values() if v == s) for s in SPLITS},
+            "videos": plan.meta["videos"],
             "label_column": cfg.label_column,
             "dropped": report.dropped,
             "nonfinite": report.nonfinite,
-            "words_without_frames": report.empty_words if cfg.align == "words" else {},
-            "segments_without_frames": report.empty_segments if cfg.align == "none" else {},
+            "words_without_frames": report.empty_words if plan.meta["align"] == "words" else {},
+            "segments_without_frames": report.empty_segments if plan.meta["align"] != "words" else {},
             "truncated_segments": report.truncated,
-            "fold_ids_not_in_labels": assignment.unknown,
-            "videos_in_no_fold": assignment.unassigned,
+            **{k: v for k, v in plan.meta.items() if k not in ("align", "videos")},
             "standardization": standardization if cfg.standardize else {},
-            "inputs": hasher.result(),
-            "has_ground_truth": gt is not None,
+            "inputs": plan.hasher.result(),
+            "has_ground_truth": plan.has_gt,
             "params": json.loads(json.dumps(dataclasses.asdict(cfg))),
         }
         meta_tmp = out / ".meta.json.tmp"
@@ -691,7 +804,7 @@ def _extract(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[s
     except OSError as err:
         raise OutputError(f"{out}: cannot write the features ({os_reason(err)})") from None
     finally:
-        hasher.cancel()
+        plan.hasher.cancel()
         for w in writers.values():
             w.abort()
         for t in temps:
