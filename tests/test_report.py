@@ -280,6 +280,16 @@ def test_describe_dataset(cfg):
                             cfg).paper is None
 
 
+def test_describe_dataset_names_an_official_pickle(cfg):
+    official = {"source": "mmsa", "params": {"pickle": "/d/aligned_50.pkl"},
+                "pickle": {"recognised": "MMSA MOSEI aligned_50.pkl, official", "rows_meaning": "one row per token"}}
+    info = describe_dataset(official, cfg)
+    assert info.label == "MMSA MOSEI aligned_50.pkl, official (mmsa)" and info.paper == published.MOSEI
+    assert "/d/aligned_50.pkl" in info.description and "one row per token" in info.description
+    other = describe_dataset({"source": "mag", "params": {"pickle": "x.pkl"}, "pickle": {"recognised": "unrecognised pickle"}}, cfg)
+    assert other.label == "unrecognised pickle (mag)" and other.paper is None
+
+
 EXP_SHOW = [
     {"rev": "workspace", "name": None, "error": None, "experiments": None,
      "data": {"params": {"params.yaml": {"data": {"model": {"filter": "soft"}}}},

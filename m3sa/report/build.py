@@ -71,6 +71,15 @@ def describe_dataset(meta: Optional[dict[str, Any]], cfg: Config) -> DatasetInfo
                            f"CMU-MultimodalSDK files from `{where}` (`data.source=csd`, per {origin}), "
                            f"recognised as {paper or 'an unknown dataset'}, folds `{data.get('folds', '?')}`.",
                            paper)
+    if source in ("mmsa", "mag"):
+        info = (meta or {}).get("pickle") or {}
+        name = str(info.get("recognised", "pickle not extracted yet"))
+        paper = published.MOSEI if "MOSEI" in name else published.MOSI if "MOSI" in name else None
+        rows = f", rows: {info['rows_meaning']}" if info.get("rows_meaning") else ""
+        return DatasetInfo(f"{name} ({source})",
+                           f"the pickle `{data.get('pickle', '?')}` (`data.source={source}`, per {origin}): "
+                           f"{name}{rows}. The text encoder reads its words; pre-computed text features in "
+                           "it are not used.", paper)
     return DatasetInfo(str(source), f"data source `{source}` (per {origin}).", None)
 
 
