@@ -50,7 +50,7 @@ from m3sa.data.csd import CSDReader
 from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lists, arrow_numeric,
                                 arrow_strings, features_schema, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
-from m3sa.data.pickles import ROWS_ALIGN, Segment, read_pickle, recognise, segment_key
+from m3sa.data.pickles import ROWS_ALIGN, Segment, read_pickle, recognise
 from m3sa.data.safe_pickle import load_pickle
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import ConfigError, CSDError, DataError, OutputError
@@ -195,9 +195,9 @@ class RunningStats:
 
 @dataclass
 class _Chunk:
-    """The kept segments of one video, column by column."""
+    """Kept segments of one split (one video's, on the CSD path), column by column."""
 
-    video: str
+    video_ids: list[str]
     split: str
     segment_ids: list[str]
     start: np.ndarray  # (n,) float64
@@ -257,7 +257,7 @@ class _SplitWriter:
         n = sum(len(c) for c in cs)
         cols: dict[str, pa.Array] = {
             "segment_id": arrow_strings([s.encode() for c in cs for s in c.segment_ids]),
-            "video_id": arrow_strings([c.video.encode() for c in cs for _ in range(len(c))]),
+            "video_id": arrow_strings([v.encode() for c in cs for v in c.video_ids]),
             "split": arrow_strings([c.split.encode() for c in cs for _ in range(len(c))]),
             "start": arrow_numeric(np.concatenate([c.start for c in cs]), pa.float64()),
             "end": arrow_numeric(np.concatenate([c.end for c in cs]), pa.float64()),
@@ -527,7 +527,7 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
 
     ids = [f"{video}[{k}]" for k in kept]
     return _Chunk(
-        video=video, split=split, segment_ids=ids,
+        video_ids=[video] * len(ids), split=split, segment_ids=ids,
         start=seg[kept, 0], end=seg[kept, 1], label=y[kept].astype(np.float32),
         words=[[tokens[i] for i in words_of[k]] for k in kept] if "language" in streams.readers else None,
         seqs=seqs,
@@ -537,29 +537,44 @@ def _video_chunk(video: str, split: str, cfg: DataConfig, streams: _Streams, rep
 
 # ----------------------------------------------------------------------------- pickle input
 
-def _segment_chunk(seg: Segment, rows_kind: str, cfg: DataConfig, report: _Report) -> _Chunk:
-    """One segment of a pickle source as a chunk; empty text is dropped and recorded."""
-    sid = seg.segment_id
-    words = [w.encode() for w in seg.words]
-    if not words:
-        report.drop(sid, seg.video_id, "empty text")
-        return _Chunk(seg.video_id, seg.split, [], *(np.zeros(0),) * 2, np.zeros(0, np.float32), [], {}, None)
+def _pickle_chunk(segments: list[Segment], rows_kind: str, cfg: DataConfig, report: _Report) -> _Chunk:
+    """A block of one split's pickle segments as a chunk; empty text is dropped and recorded."""
+    kept = []
+    for seg in segments:
+        if seg.words:
+            kept.append(seg)
+        else:
+            report.drop(seg.segment_id, seg.video_id, "empty text")
     seqs: dict[str, list[np.ndarray]] = {}
-    for m, x in seg.rows.items():
+    for m in report.nonfinite:
         if rows_kind == "words":
-            x = x[: cfg.max_words]  # one row per word, cut with the words
+            parts = [seg.rows[m][: cfg.max_words] for seg in kept]  # one row per word, cut with the words
         elif rows_kind == "frames":
-            x = x[:: cfg.downsample][: cfg.max_frames]
-        x = np.array(x, dtype=np.float32)  # a copy: the file's arrays stay as they are
-        report.nonfinite[m] += _clean(x, np.arange(len(x)), cfg.nonfinite_value)
-        if not len(x):
-            report.empty_segments[m] += 1
-        seqs[m] = [x]
-    if len(words) > cfg.max_words:
-        report.truncated += 1
-        words = words[: cfg.max_words]
-    nan = np.full(1, np.nan)  # pickles carry no timestamps
-    return _Chunk(seg.video_id, seg.split, [sid], nan, nan, np.array([seg.label], np.float32), [words], seqs, None)
+            parts = [seg.rows[m][:: cfg.downsample][: cfg.max_frames] for seg in kept]
+        else:
+            parts = [seg.rows[m] for seg in kept]
+        counts = [len(p) for p in parts]
+        x = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)  # a copy
+        report.nonfinite[m] += _clean(x, slice(None), cfg.nonfinite_value)  # type: ignore[arg-type]
+        report.empty_segments[m] += counts.count(0)
+        seqs[m] = np.split(x, np.cumsum(counts)[:-1]) if kept else []
+    words = [[w.encode() for w in seg.words] for seg in kept]
+    report.truncated += sum(len(w) > cfg.max_words for w in words)
+    nan = np.full(len(kept), np.nan)  # pickles carry no timestamps
+    return _Chunk([seg.video_id for seg in kept], segments[0].split, [seg.segment_id for seg in kept], nan, nan,
+                  np.array([seg.label for seg in kept], np.float32), [w[: cfg.max_words] for w in words], seqs, None)
+
+
+def _blocks(segments: Iterator[Segment], size: int = 256) -> Iterator[list[Segment]]:
+    """Consecutive segments of one split, at most ``size`` at a time."""
+    block: list[Segment] = []
+    for seg in segments:
+        if block and (len(block) == size or seg.split != block[0].split):
+            yield block
+            block = []
+        block.append(seg)
+    if block:
+        yield block
 
 
 def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
@@ -576,7 +591,7 @@ def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
     name = recognise(sha)
     meta = {
         "align": ROWS_ALIGN[data.rows],
-        "videos": {s: len({segment_key(r, path, s)[1] for r in _raw_ids(data, s)}) for s in SPLITS},
+        "videos": {s: len({video for _, video in data.keys[s]}) for s in SPLITS},
         "pickle": {
             "layout": data.layout, "file": str(path), "sha256": sha, "recognised": name, "rows": data.rows,
             "rows_meaning": ROWS_MEANING[data.rows],
@@ -585,13 +600,11 @@ def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
         },
     }
     log.info("extract: %s (%s layout, rows = %s)", name if sha else path.name, data.layout, data.rows)
-    chunks = (_segment_chunk(seg, data.rows, cfg, report) for seg in data.segments())
-    return _Plan(cfg.source, ["language", *data.dims], data.dims, chunks, sum(data.counts.values()), "segment",
-                 False, report, hasher, meta, f"{path}: no train segment left after dropping bad segments")
-
-
-def _raw_ids(data: Any, split: str) -> list[Any]:
-    return list(data.splits[split]["id"]) if data.layout == "mmsa" else [ex[2] for ex in data.splits[split]]
+    chunks = (_pickle_chunk(block, data.rows, cfg, report) for block in _blocks(data.segments()))
+    total = sum(-(-n // 256) for n in data.counts.values())
+    return _Plan(cfg.source, ["language", *data.dims], data.dims, chunks, total, "block",
+                 False, report, hasher, meta, f"{path}: no train segment left after dropping bad segments",
+                 buffer_train=True)
 
 
 ROWS_MEANING = {
@@ -678,6 +691,9 @@ class _Plan:
     hasher: _Hasher
     meta: dict[str, Any]  # source-specific meta.json entries
     no_train: str  # the error when no train segment is left
+    # Hold the train chunks in memory until their statistics are known, instead of a raw
+    # temporary file and a second pass (the input is in memory anyway: a loaded pickle).
+    buffer_train: bool = False
 
 
 def _given_norm(statistics: Mapping[str, Mapping[str, Sequence[float]]], dims: dict[str, int],
@@ -744,11 +760,22 @@ def _write(cfg: DataConfig, plan: _Plan, progress: bool, t_start: float,
     # Train chunks come first. Their statistics are known only at the end of the split, so train
     # rows are written raw and standardised in a second pass; valid and test rows are
     # standardised on the way. With given statistics every split is standardised on the way.
-    two_pass = cfg.standardize and bool(frame_mods) and given is None
+    deferred = cfg.standardize and bool(frame_mods) and given is None  # train statistics needed first
+    two_pass = deferred and not plan.buffer_train
     identity: Norm = {m: (np.zeros(d), np.ones(d)) for m, d in dims.items()}  # only NaN rows -> 0
     first_norm = given if given is not None else identity
     writers: dict[str, _SplitWriter] = {}
-    train_done = not two_pass
+    held: list[_Chunk] = []  # buffer_train: train chunks waiting for the statistics
+    train_done = not deferred
+
+    def end_train() -> None:
+        norm = train_norm()
+        for s, w in writers.items():
+            if s != "train" or not two_pass:
+                w.norm = norm
+        for c in held:
+            writers["train"].add(c)
+        held.clear()
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -761,12 +788,17 @@ def _write(cfg: DataConfig, plan: _Plan, progress: bool, t_start: float,
                           disable=None if progress else True, leave=False):
             if chunk.split != "train" and not train_done:
                 train_done = True
-                writers["valid"].norm = writers["test"].norm = train_norm()
-            writers[chunk.split].add(chunk)
-            if chunk.split == "train" and cfg.standardize and given is None and len(chunk):
+                end_train()
+            if chunk.split == "train" and deferred and len(chunk):
                 for m in frame_mods:
                     x = np.concatenate(chunk.seqs[m])  # (rows of the chunk, d)
                     stats[m].update(x[~np.isnan(x).any(axis=1)])
+            if chunk.split == "train" and deferred and not two_pass:
+                held.append(chunk)
+            else:
+                writers[chunk.split].add(chunk)
+        if not train_done:
+            end_train()
         for w in writers.values():
             w.close()
         counts = {s: writers[s].rows for s in SPLITS}

@@ -76,6 +76,7 @@ class PickleData:
     counts: dict[str, int]
     splits: dict[str, Any] = field(repr=False)  # split -> the file's object for it
     unused: list[str] = field(default_factory=list)  # keys in the file that are not read
+    keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict, repr=False)  # split -> (segment, video)
 
     def segments(self) -> Iterator[Segment]:
         """Every segment, split by split in :data:`SPLITS` order, file order within."""
@@ -214,8 +215,7 @@ def _check_lengths(a: dict[str, Any], rows: str, path: Path, split: str) -> None
 def _mmsa_segments(data: PickleData, split: str) -> Iterator[Segment]:
     a = data.splits[split]
     tokens = data.rows == "tokens"
-    for i in range(data.counts[split]):
-        sid, video = segment_key(a["id"][i], data.path, f"split '{split}'")
+    for i, (sid, video) in enumerate(data.keys[split]):
         rows = {}
         for m, arr in (("acoustic", "audio"), ("visual", "vision")):
             r = int(a[f"{m}_rows"][i])
@@ -264,9 +264,9 @@ def _check_mag(splits: dict[str, Any], path: Path, sha256: str | None) -> Pickle
 
 
 def _mag_segments(data: PickleData, split: str) -> Iterator[Segment]:
-    for k, ((words, visual, acoustic), label, segment) in enumerate(data.splits[split]):
+    for k, ((words, visual, acoustic), label, _) in enumerate(data.splits[split]):
         where = f"split '{_MAG_SPLITS[split]}', example {k}"
-        sid, video = segment_key(segment, data.path, where)
+        sid, video = data.keys[split][k]
         tokens = [_text(w, data.path, where) for w in words]
         yield Segment(split, sid, video, tokens, float(np.asarray(label).reshape(-1)[0]),
                       {"acoustic": np.asarray(acoustic), "visual": np.asarray(visual)})
@@ -317,14 +317,15 @@ def _check_labels(y: np.ndarray, ids: list[Any], path: Path, split: str) -> None
 
 
 def _check_unique(data: PickleData) -> None:
+    """Fill ``data.keys``; a segment id that appears twice is an error."""
     seen: dict[str, str] = {}
     for split in SPLITS:
         if data.layout == "mmsa":
             raw = list(data.splits[split]["id"])
         else:
             raw = [ex[2] for ex in data.splits[split]]
-        for r in raw:
-            sid, _ = segment_key(r, data.path, f"split '{split}'")
+        data.keys[split] = [segment_key(r, data.path, f"split '{split}'") for r in raw]
+        for sid, _ in data.keys[split]:
             if sid in seen:
                 raise PickleFileError(f"{data.path}: segment {sid!r} appears twice (splits '{seen[sid]}' and "
                                       f"'{split}'); segment ids must be unique")
