@@ -1,10 +1,11 @@
-"""Stage ``extract``: CSD files -> ``data.features_dir/{train,valid,test}.parquet`` + ``meta.json``.
+"""Stage ``extract``: CSD files or a pickle -> ``data.features_dir/{train,valid,test}.parquet`` + ``meta.json``.
 
 ``python -m stages.extract [--params params.yaml] [--set data.align=none ...]``
 Input: the embedded sample (``data.source: sample``, from ``data.sample_dir``) or your own
 CMU-MultimodalSDK files (``data.source: csd``: ``data.csd_dir`` + ``data.files``, folds from
-``data.folds``). A second extraction into the same features folder while one runs stops at
-once with a one-line error (m3sa.locking).
+``data.folds``), or an MMSA / MAG-BERT pickle (``data.source: mmsa | mag``, ``data.pickle``;
+loaded with an allowlist, nothing in it runs). A second extraction into the same features
+folder while one runs stops at once with a one-line error (m3sa.locking).
 """
 
 from __future__ import annotations
