@@ -26,21 +26,12 @@ from torch import Tensor
 from m3sa.config import MODALITIES
 from m3sa.data.features import read_meta  # noqa: F401  (re-exported: training and evaluation read it here)
 from m3sa.errors import DataError
+from m3sa.tokenization import load_tokenizer  # noqa: F401  (re-exported beside load_split)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 FRAME_MODALITIES = ("acoustic", "visual")
-
-
-# ---------------------------------------------------------------- meta.json
-
-
-def load_tokenizer(spec: str) -> Any:
-    """The fast tokenizer of the text encoder ``spec`` (``model.text_encoder``)."""
-    from m3sa.models.text import load_tokenizer as _load
-
-    return _load(spec)
 
 
 # ---------------------------------------------------------------- ragged storage

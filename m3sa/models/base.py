@@ -76,22 +76,6 @@ class BaseModel(nn.Module):
             )
 
 
-def batch_size(batch: Batch) -> int:
-    """Number of samples in ``batch`` (from its label, else its first tensor)."""
-    if "label" in batch:
-        return int(batch["label"].shape[0])
-    for value in batch.values():
-        return int(value.shape[0])
-    raise ModelError("empty batch: it holds no tensors")
-
-
-def batch_device(batch: Batch) -> torch.device:
-    """Device of the batch's tensors."""
-    for value in batch.values():
-        return value.device
-    raise ModelError("empty batch: it holds no tensors")
-
-
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
