@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         failed = failed_lines(capture([dvc_executable(), "queue", "status"], cwd), names)
         if failed:
             print("some experiments failed (`dvc queue logs <name>` shows why):\n" + "\n".join(failed), file=sys.stderr)
-        run_command([sys.executable, "-m", "stages.collect"], cwd)
+        # Every commit's experiments: a commit made while the queue ran moves HEAD away from
+        # the baseline these experiments were queued on, and `dvc exp show` lists HEAD's only.
+        run_command([sys.executable, "-m", "stages.collect", "--all-commits"], cwd)
         print("results/experiments.json updated; `dvc repro` now renders the report with this table")
         return 1 if failed else 0
     except DvcError as err:
