@@ -48,7 +48,7 @@ from m3sa.config import DataConfig
 from m3sa.data.align import EPSILON, float32_tolerance, overlap_members, sum_members
 from m3sa.data.csd import CSDReader
 from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lists, arrow_numeric,
-                                arrow_strings, features_schema, sequence_values)
+                                arrow_strings, features_schema, first_bad_label, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
 from m3sa.data.pickles import ROWS_ALIGN, Segment, read_pickle, recognise
 from m3sa.data.safe_pickle import load_pickle
@@ -57,8 +57,8 @@ from m3sa.errors import ConfigError, CSDError, DataError, OutputError
 
 log = logging.getLogger(__name__)
 
-LABEL_RANGE = 3.0
 _FLUSH_BYTES = 4 << 20  # buffered output per split before a batch is written (bounds memory)
+_BLOCK = 256  # pickle segments per chunk
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -420,10 +420,8 @@ def _labels_of(reader: CSDReader, video: str, column: int) -> tuple[np.ndarray, 
         raise DataError(f"{reader.path}: video '{video}': label rows have {feats.shape[1]} column(s) but "
                         f"data.label_column = {column}")
     y = feats[:, column].astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(y) | (np.abs(y) > LABEL_RANGE))
-    if len(bad):
-        k = int(bad[0])
-        what = "is NaN" if np.isnan(y[k]) else f"= {y[k]:g} is outside [-3, 3]"
+    if (bad := first_bad_label(y)) is not None:
+        k, what = bad
         raise DataError(f"{reader.path}: video '{video}', row {k}: label {what}; fix or remove the row")
     return y, ivs
 
@@ -565,7 +563,7 @@ def _pickle_chunk(segments: list[Segment], rows_kind: str, cfg: DataConfig, repo
                   np.array([seg.label for seg in kept], np.float32), [w[: cfg.max_words] for w in words], seqs, None)
 
 
-def _blocks(segments: Iterator[Segment], size: int = 256) -> Iterator[list[Segment]]:
+def _blocks(segments: Iterator[Segment], size: int = _BLOCK) -> Iterator[list[Segment]]:
     """Consecutive segments of one split, at most ``size`` at a time."""
     block: list[Segment] = []
     for seg in segments:
@@ -601,7 +599,7 @@ def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
     }
     log.info("extract: %s (%s layout, rows = %s)", name if sha else path.name, data.layout, data.rows)
     chunks = (_pickle_chunk(block, data.rows, cfg, report) for block in _blocks(data.segments()))
-    total = sum(-(-n // 256) for n in data.counts.values())
+    total = sum(-(-n // _BLOCK) for n in data.counts.values())
     return _Plan(cfg.source, ["language", *data.dims], data.dims, chunks, total, "block",
                  False, report, hasher, meta, f"{path}: no train segment left after dropping bad segments",
                  buffer_train=True)

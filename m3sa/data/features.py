@@ -24,6 +24,17 @@ META_KEYS = ("source", "align", "modalities", "dims", "counts", "dropped", "nonf
              "inputs", "has_ground_truth", "params")
 
 _SEQ = pa.list_(pa.list_(pa.float32()))
+LABEL_RANGE = 3.0  # sentiment scores lie in [-3, 3]
+
+
+def first_bad_label(y: np.ndarray) -> tuple[int, str] | None:
+    """``(index, "is NaN" | "= 4 is outside [-3, 3]")`` of the first label that is not a
+    finite score in [-LABEL_RANGE, LABEL_RANGE], or None."""
+    bad = np.flatnonzero(~np.isfinite(y) | (np.abs(y) > LABEL_RANGE))
+    if not len(bad):
+        return None
+    k = int(bad[0])
+    return k, "is NaN" if np.isnan(y[k]) else f"= {y[k]:g} is outside [-3, 3]"
 
 
 def features_schema(modalities: Iterable[str], has_ground_truth: bool) -> pa.Schema:

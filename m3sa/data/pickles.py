@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from m3sa.data.features import SPLITS, first_bad_label
 from m3sa.errors import PickleFileError
 
-LABEL_RANGE = 3.0
-SPLITS = ("train", "valid", "test")
 LAYOUTS = ("mmsa", "mag")
+_NAME = {"mmsa": "MMSA", "mag": "MAG-BERT"}
 
 # SHA-256 published in thuiar/MMSA's README -> (name, dataset, rows).
 OFFICIAL: dict[str, tuple[str, str, str]] = {
@@ -127,9 +127,6 @@ def read_pickle(obj: Any, path: Path, layout: str, sha256: str | None = None) ->
     data = (_check_mmsa if layout == "mmsa" else _check_mag)(splits, path, sha256)
     _check_unique(data)
     return data
-
-
-_NAME = {"mmsa": "MMSA", "mag": "MAG-BERT"}
 
 
 # ----------------------------------------------------------------------------- MMSA
@@ -308,10 +305,8 @@ def _array(value: Any, path: Path, split: str, key: str, ndim: int | None = None
 
 
 def _check_labels(y: np.ndarray, ids: list[Any], path: Path, split: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(y) | (np.abs(y) > LABEL_RANGE))
-    if len(bad):
-        k = int(bad[0])
-        what = "is NaN" if np.isnan(y[k]) else f"= {y[k]:g} is outside [-3, 3]"
+    if (bad := first_bad_label(y)) is not None:
+        k, what = bad
         raise PickleFileError(f"{path}: split '{split}', segment {_text(ids[k], path, split)!r}: label {what}; fix "
                               "or remove the segment")
 

@@ -37,7 +37,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
 )
 
 _WHAT = "numpy arrays, lists, dicts, tuples, strings and numbers"
-_TORCH = ("torch", "torch._utils", "torch.storage", "torch._tensor")
 _TORCH_HOW = ("it holds torch tensors, which this loader does not build; convert it once in a trusted "
               "environment: d = torch.load(path, weights_only=True), replace every tensor t by t.numpy(), "
               "then pickle.dump(d, open('converted.pkl', 'wb'))")
@@ -76,7 +75,7 @@ def load_pickle(path: str | Path) -> Any:
             # latin1: Python 2 pickles store numpy buffers as str; it only affects those.
             return _AllowlistUnpickler(f, encoding="latin1").load()
     except _Refused as err:
-        if err.module == "persistent id" or err.module.split(".")[0] in _TORCH[:1]:
+        if err.module == "persistent id" or err.module.split(".")[0] == "torch":
             raise PickleFileError(f"{path}: refused: {_TORCH_HOW}") from None
         raise PickleFileError(f"{path}: refused: the pickle wants to build {err.module}.{err.name}, which is "
                               f"not allowed (only {_WHAT}); nothing from the file was run") from None
