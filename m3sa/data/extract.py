@@ -593,7 +593,7 @@ def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
         "pickle": {
             "layout": data.layout, "file": str(path), "sha256": sha, "recognised": name, "rows": data.rows,
             "rows_meaning": ROWS_MEANING[data.rows],
-            "not_used": sorted(set(data.unused) | ({"text", "text_bert"} if data.layout == "mmsa" else set())),
+            "not_used": data.unused,
             "text": "the text encoder runs on the words (raw_text / words); pre-computed text features are not used",
         },
     }
