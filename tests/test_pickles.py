@@ -303,6 +303,17 @@ def test_mag_gives_word_level_rows_and_dev_as_valid(tmp_path):
     assert read_split(cfg.features_dir, "valid").to_pydict()["segment_id"] == ["vC[0]"]
 
 
+def test_words_that_are_not_utf8_are_replaced_with_a_warning(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    path = mag_file(tmp_path / "mosi.pkl", train=[mag_example([b"caf\xe9", b"ok"], 1.0, "vA[0]", rng),
+                                                  mag_example(["fine"], 0.5, "vB[0]", rng)])
+    cfg = cfg_for(tmp_path, "mag", path, standardize=False)
+    with caplog.at_level("WARNING", logger="m3sa.data.pickles"):
+        extract(cfg, progress=False)
+    assert read_split(cfg.features_dir, "train").to_pydict()["words"][0] == ["caf\ufffd", "ok"]
+    assert [r.getMessage() for r in caplog.records if "not valid UTF-8" in r.getMessage()]
+
+
 @pytest.mark.parametrize("case,match", [
     ("rows != words", "1 visual rows for 2 words"),
     ("wrong shape", r"not \(\(words, visual, acoustic\), label, segment\)"),

@@ -24,6 +24,7 @@ line; segment-level problems (empty text) are left to the extractor's drop-and-r
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ import numpy as np
 
 from m3sa.data.features import SPLITS, first_bad_label
 from m3sa.errors import PickleFileError
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = ("mmsa", "mag")
 _NAME = {"mmsa": "MMSA", "mag": "MAG-BERT"}
@@ -275,7 +278,11 @@ def _text(value: Any, path: Path, where: str) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("%s: %s: text is not valid UTF-8; undecodable bytes replaced by U+FFFD", path, where)
+            return value.decode("utf-8", errors="replace")
     if isinstance(value, (str, np.str_)):
         return str(value)
     if isinstance(value, (int, np.integer)):
