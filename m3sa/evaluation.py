@@ -10,7 +10,6 @@ replaced by its baseline embedding (missing-modality robustness), and writes
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +26,7 @@ from m3sa.checkpoint import load_model, write_json
 from m3sa.config import Config
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
 from m3sa.errors import ModelError
+from m3sa.runtime import autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +42,6 @@ class Predictions:
     def filter_means(self) -> dict[str, float]:
         """Mean filter value per modality (share of x_m kept)."""
         return {m: float(v.mean()) for m, v in self.filter_values.items()}
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``train.device``: ``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ModelError("train.device is 'cuda' but no CUDA device is available; set train.device to auto or cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
-def autocast_for(device: torch.device) -> Any:
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()

@@ -43,7 +43,8 @@ from m3sa.data.extract import _standardised, extract
 from m3sa.data.features import FRAME_MODALITIES, arrow_lists, arrow_numeric, read_meta, sequence_values
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import DataError, ModelError
-from m3sa.evaluation import Predictions, _prediction_table, predict, resolve_device
+from m3sa.evaluation import Predictions, _prediction_table, predict
+from m3sa.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

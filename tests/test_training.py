@@ -22,7 +22,7 @@ from m3sa.config import Config, config_from_dict
 from m3sa.data.dataset import load_split, load_tokenizer
 from m3sa.errors import TrainingError
 from m3sa.models import build_model
-import m3sa.training as training_mod
+import m3sa.training.loop as training_loop
 from m3sa.training import Runtime, Trainer, build_optimizer, resume_digest, train, train_all
 from tiny_features import DIMS, TINY_MODEL as TINY, write_features
 
@@ -204,7 +204,7 @@ def test_nonfinite_valid_predictions_stop_with_context(small, tmp_path, monkeypa
     run(make_cfg(epochs=1, max_batches=1), small, tmp_path)
     last = tmp_path / "models/seed_0/last.pt"
     good = last.read_bytes()
-    real = training_mod.predict
+    real = training_loop.predict
 
     def nan_predict(*args, **kwargs):
         p = real(*args, **kwargs)
@@ -212,7 +212,7 @@ def test_nonfinite_valid_predictions_stop_with_context(small, tmp_path, monkeypa
         pred[3] = np.inf
         return dataclasses.replace(p, pred=pred)
 
-    monkeypatch.setattr(training_mod, "predict", nan_predict)
+    monkeypatch.setattr(training_loop, "predict", nan_predict)
     with pytest.raises(TrainingError, match=r"seed 0, epoch 2: 1 of 16 valid predictions are NaN/inf.*"
                                             r"last good checkpoint .*last\.pt \(epoch 1\) is kept"):
         run(make_cfg(epochs=2, max_batches=1), small, tmp_path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from m3sa.config import MODALITIES
 from m3sa.errors import ModelError
 
 Batch = dict[str, Tensor]
@@ -79,3 +80,21 @@ class BaseModel(nn.Module):
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_inputs(dims: dict[str, int], modalities: tuple[str, ...], minimum: int) -> None:
+    """Raise :class:`ModelError` unless ``modalities`` are known, distinct, >= ``minimum``
+    of them, with a feature width in ``dims`` for each non-language one."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ModelError(f"unknown modality '{unknown[0]}'; known: {', '.join(MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ModelError(f"modalities listed twice: {list(modalities)}")
+    if len(modalities) < minimum:
+        raise ModelError(
+            f"this model needs at least {minimum} modalities, the data has {list(modalities)}; "
+            "use model.name=text_only for text alone"
+        )
+    for m in modalities:
+        if m != "language" and (m not in dims or int(dims[m]) < 1):
+            raise ModelError(f"no feature width for modality '{m}' in meta.json dims {dims}")

@@ -24,9 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from m3sa.config import ModelConfig
-from m3sa.models.base import Batch, BaseModel, ModelOutput
+from m3sa.models.base import Batch, BaseModel, ModelOutput, check_inputs
 from m3sa.models.encoders import last_valid_step, sinusoidal_positions
-from m3sa.models.m3sa import check_inputs
 from m3sa.models.text import load_encoder
 
 Sequences = dict[str, tuple[Tensor, Tensor]]  # modality -> ((B, T, d_m) features, (B, T) bool mask)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from m3sa.config import ModelConfig
 from m3sa.models.base import Batch
+from m3sa.models.text import load_encoder
 
 
 def last_valid_step(seq: Tensor, mask: Tensor) -> Tensor:
@@ -113,3 +114,17 @@ class SequenceNetwork(nn.Module):
             attend = mask | (first & ~mask.any(dim=1, keepdim=True))  # (B, T_m)
             h = self.transformer(h, src_key_padding_mask=~attend)  # (B, T_m, d)
         return last_valid_step(h, mask)  # (B, d)
+
+
+def build_encoders(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...],
+                   text_encoder: nn.Module | None = None) -> nn.ModuleDict:
+    """F_m for each of ``modalities`` (eq. 22-23), in that order: the language network around
+    ``text_encoder`` (default: ``model.text_encoder`` loaded), a sequence network for the others."""
+    kernels = {"acoustic": cfg.kernel_acoustic, "visual": cfg.kernel_visual}
+    encoders: dict[str, nn.Module] = {}
+    for m in modalities:
+        if m == "language":
+            encoders[m] = LanguageNetwork(text_encoder if text_encoder is not None else load_encoder(cfg.text_encoder), cfg)
+        else:
+            encoders[m] = SequenceNetwork(m, int(dims[m]), kernels[m], cfg)
+    return nn.ModuleDict(encoders)

@@ -8,28 +8,50 @@
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 
 import torch
 from torch import nn
 
 from m3sa.config import ModelConfig
 from m3sa.errors import ModelError
-from m3sa.models.base import Batch, BaseModel, ModelOutput
-from m3sa.models.encoders import LanguageNetwork
+from m3sa.models.base import Batch, BaseModel, ModelOutput, check_inputs, count_parameters
+from m3sa.models.encoders import LanguageNetwork, build_encoders
+from m3sa.models.fusion import build_fusion
 from m3sa.models.head import RegressionHead
-from m3sa.models.m3sa import M3SA, check_inputs
 from m3sa.models.text import load_encoder
 
+log = logging.getLogger(__name__)
 
-class LateFusion(M3SA):
-    """M3SA without the modality filter, the unimodal phase and unimodal outputs."""
 
-    two_phase = False
-    has_unimodal_outputs = False
+class LateFusion(BaseModel):
+    """y = C(F_M(F_1(u_1), ..., F_M(u_M))): M3SA's unimodal networks, fusion and head, without
+    the modality filter, the unimodal phase and unimodal outputs.
+
+    ``drop`` = a modality treated as absent: F_m is not run and its embedding is zeros.
+    """
 
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
-        super().__init__(dataclasses.replace(cfg, filter="none", modulation=False), dims, modalities)
+        super().__init__(tuple(modalities))
+        check_inputs(dims, self.modalities, minimum=2)
+        self.cfg = cfg
+        self.encoders = build_encoders(cfg, dims, self.modalities)  # F_m
+        self.head = RegressionHead(cfg.dim, cfg.head_hidden, cfg.dropout)  # C
+        self.fusion = build_fusion(cfg.fusion, cfg.dim, len(self.modalities), cfg.head_hidden)  # F_M
+        log.info("LateFusion: %d parameters (%d in the text encoder)", count_parameters(self),
+                 sum(p.numel() for p in self.text_parameters()))
+
+    def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:
+        self.check_drop(drop)
+        xs = {m: enc(batch) for m, enc in self.encoders.items() if m != drop}  # m -> (B, d)
+        ref = next(iter(xs.values()))
+        x = torch.stack([xs[m] if m in xs else torch.zeros_like(ref) for m in self.modalities], dim=1)  # (B, M, d)
+        return ModelOutput(pred=self.head(self.fusion(x)).float(), penalty=ref.new_zeros((), dtype=torch.float32))
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        if "language" not in self.encoders:
+            return []
+        return list(self.encoders["language"].bert.parameters())
 
 
 class TextOnly(BaseModel):

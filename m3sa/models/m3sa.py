@@ -24,41 +24,20 @@ import logging
 import torch
 from torch import nn
 
-from m3sa.config import MODALITIES, ModelConfig
-from m3sa.errors import ModelError
-from m3sa.models.base import Batch, BaseModel, ModelOutput, count_parameters
-from m3sa.models.encoders import LanguageNetwork, SequenceNetwork
+from m3sa.config import ModelConfig
+from m3sa.models.base import Batch, BaseModel, ModelOutput, check_inputs, count_parameters
+from m3sa.models.encoders import build_encoders
 from m3sa.models.filter import ModalityFilter
 from m3sa.models.fusion import build_fusion
 from m3sa.models.head import RegressionHead
-from m3sa.models.text import load_encoder
 
 log = logging.getLogger(__name__)
-
-
-def check_inputs(dims: dict[str, int], modalities: tuple[str, ...], minimum: int) -> None:
-    """Raise :class:`ModelError` unless ``modalities`` are known, distinct, >= ``minimum``
-    of them, with a feature width in ``dims`` for each non-language one."""
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown:
-        raise ModelError(f"unknown modality '{unknown[0]}'; known: {', '.join(MODALITIES)}")
-    if len(set(modalities)) != len(modalities):
-        raise ModelError(f"modalities listed twice: {list(modalities)}")
-    if len(modalities) < minimum:
-        raise ModelError(
-            f"this model needs at least {minimum} modalities, the data has {list(modalities)}; "
-            "use model.name=text_only for text alone"
-        )
-    for m in modalities:
-        if m != "language" and (m not in dims or int(dims[m]) < 1):
-            raise ModelError(f"no feature width for modality '{m}' in meta.json dims {dims}")
 
 
 class M3SA(BaseModel):
     """The M3SA model; see the module docstring."""
 
     two_phase = True
-    has_unimodal_outputs = True
 
     def __init__(
         self,
@@ -70,47 +49,29 @@ class M3SA(BaseModel):
         super().__init__(tuple(modalities))
         check_inputs(dims, self.modalities, minimum=2)
         self.cfg = cfg
-        kernels = {"acoustic": cfg.kernel_acoustic, "visual": cfg.kernel_visual}
-        encoders: dict[str, nn.Module] = {}
-        for m in self.modalities:
-            if m == "language":
-                encoder = text_encoder if text_encoder is not None else load_encoder(cfg.text_encoder)
-                encoders[m] = LanguageNetwork(encoder, cfg)
-            else:
-                encoders[m] = SequenceNetwork(m, int(dims[m]), kernels[m], cfg)
-        self.encoders = nn.ModuleDict(encoders)  # F_m
+        self.encoders = build_encoders(cfg, dims, self.modalities, text_encoder)  # F_m
         self.head = RegressionHead(cfg.dim, cfg.head_hidden, cfg.dropout)  # C
-        self.filter = ModalityFilter(cfg, self.modalities) if cfg.filter != "none" else None
+        self.filter = ModalityFilter(cfg, self.modalities) if cfg.filter != "none" else None  # MFM
         self.fusion = build_fusion(cfg.fusion, cfg.dim, len(self.modalities), cfg.head_hidden)  # F_M
-        log.info(
-            "%s: %d parameters (%d in the text encoder)",
-            type(self).__name__,
-            count_parameters(self),
-            sum(p.numel() for p in self.text_parameters()),
-        )
-
-    def baseline_of(self, modality: str, ref: torch.Tensor) -> torch.Tensor:
-        """b_m broadcast to ``ref``'s (B, d): learned with a filter, zeros without one."""
-        if self.filter is not None:
-            return self.filter.baseline_of(modality).to(ref.dtype).expand_as(ref)
-        return torch.zeros_like(ref)
+        log.info("M3SA: %d parameters (%d in the text encoder)", count_parameters(self),
+                 sum(p.numel() for p in self.text_parameters()))
 
     def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:
         """Predict; ``drop`` = a modality treated as absent: F_m is not run, x_m2 = b_m."""
         self.check_drop(drop)
-        xs = {m: enc(batch) for m, enc in self.encoders.items() if m != drop}  # m -> (B, d)
-        unimodal = {m: self.head(x).float() for m, x in xs.items()} if self.has_unimodal_outputs else {}
+        xs = {m: enc(batch) for m, enc in self.encoders.items() if m != drop}  # x_m, eq. 4: m -> (B, d)
+        unimodal = {m: self.head(x).float() for m, x in xs.items()}  # y_m, eq. 5
         ref = next(iter(xs.values()))
         if self.filter is not None:
-            out = self.filter(xs, drop)
+            out = self.filter(xs, drop)  # eq. 14-21
             x2, keep, penalty, l0 = out.x2, out.keep, out.penalty, out.expected_l0
-        else:
+        else:  # W/O MFM: x_m2 = x_m, a dropped modality is zeros
             x2 = dict(xs)
             if drop is not None:
-                x2[drop] = self.baseline_of(drop, ref)
+                x2[drop] = torch.zeros_like(ref)
             keep = {}
             penalty = l0 = ref.new_zeros((), dtype=torch.float32)
-        fused = self.fusion(torch.stack([x2[m] for m in self.modalities], dim=1))  # (B, M, d) -> (B, d)
+        fused = self.fusion(torch.stack([x2[m] for m in self.modalities], dim=1))  # x_M, eq. 8: (B, M, d) -> (B, d)
         return ModelOutput(pred=self.head(fused).float(), unimodal=unimodal, filter_values=keep, penalty=penalty,
                            expected_l0=l0)
 

@@ -33,9 +33,8 @@ from torch import Tensor, nn
 
 from m3sa.config import ModelConfig
 from m3sa.errors import ModelError
-from m3sa.models.base import Batch, BaseModel, ModelOutput, count_parameters
+from m3sa.models.base import Batch, BaseModel, ModelOutput, count_parameters, check_inputs
 from m3sa.models.baseline_parts import expand_to_tokens
-from m3sa.models.m3sa import check_inputs
 from m3sa.models.text import load_encoder
 
 log = logging.getLogger(__name__)

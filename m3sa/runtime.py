@@ -1,0 +1,125 @@
+"""Where a run executes: device, processes, threads, deterministic kernels, autocast.
+
+Training and evaluation both start here: :func:`resolve_device` turns ``train.device`` into
+a torch device, :func:`distributed_runtime` joins the process group under ``torchrun``
+(``WORLD_SIZE > 1``; gloo on CPU, NCCL on CUDA) and yields the :class:`Runtime` the loop
+talks to, and :func:`torch_settings` sets threads and deterministic kernels for a run.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from m3sa.config import Config
+from m3sa.errors import ModelError
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``train.device``: ``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ModelError("train.device is 'cuda' but no CUDA device is available; set train.device to auto or cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def autocast_for(device: torch.device) -> Any:
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: device, number of processes and its rank."""
+
+    device: torch.device
+    world: int = 1
+    rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: Any) -> list[Any]:
+        """All ranks' ``obj`` (a picklable Python object), in rank order."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def sum_(self, t: Tensor) -> Tensor:
+        """In-place sum of ``t`` over ranks."""
+        if self.distributed:
+            dist.all_reduce(t)
+        return t
+
+    def threads(self, num_threads: int) -> int:
+        """``train.num_threads`` for this process: 0 keeps torch's default, except that CPU
+        processes of a distributed run share the cores evenly."""
+        if num_threads == 0 and self.distributed and self.device.type == "cpu":
+            return max(1, (os.cpu_count() or 1) // self.world)
+        return num_threads
+
+
+@contextmanager
+def distributed_runtime(cfg: Config) -> Iterator[Runtime]:
+    """The runtime of this process; joins (and later leaves) the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.train.device, local_rank)
+    if world <= 1:
+        yield Runtime(device)
+        return
+    own = not dist.is_initialized()
+    if own:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield Runtime(device, dist.get_world_size(), dist.get_rank())
+    finally:
+        if own:
+            dist.destroy_process_group()
+
+
+@contextmanager
+def torch_settings(num_threads: int, deterministic: bool) -> Iterator[None]:
+    """Thread count and deterministic kernels for the duration of a run, restored afterwards."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+
+
+@contextmanager
+def run_settings(cfg: Config, rt: Runtime) -> Iterator[None]:
+    """:func:`torch_settings` for a training or evaluation run of ``cfg`` on ``rt``:
+    ``train.num_threads`` (shared out under DDP on CPU) and deterministic kernels on CPU."""
+    with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu"):
+        yield
