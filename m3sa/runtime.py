@@ -8,7 +8,10 @@ talks to, and :func:`torch_settings` sets threads and deterministic kernels for 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -19,6 +22,8 @@ from torch import Tensor
 
 from m3sa.config import Config
 from m3sa.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -123,3 +128,34 @@ def run_settings(cfg: Config, rt: Runtime) -> Iterator[None]:
     ``train.num_threads`` (shared out under DDP on CPU) and deterministic kernels on CPU."""
     with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu"):
         yield
+
+
+def launch_local(nproc: int, module: str, argv: list[str], user_error: int) -> int:
+    """Run ``python -m module *argv`` in ``nproc`` local processes, as ``torchrun --standalone``
+    would; the exit code.
+
+    A process that stops on a user error has printed its one line and exited with
+    ``user_error``; the launcher then returns ``user_error`` too, without torch's failure
+    report (M3SA_DEBUG=1 logs it).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
+    log.info("launching %d processes: python -m %s %s", nproc, module, " ".join(argv))
+    debug = bool(os.environ.get("M3SA_DEBUG"))
+    elastic = logging.getLogger("torch.distributed.elastic")
+    before = elastic.level
+    if not debug:
+        elastic.setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", module, *argv)
+    except ChildFailedError as err:
+        codes = {f.exitcode for f in err.failures.values()}
+        if debug:
+            log.error("%s", err.format_msg())
+        return user_error if user_error in codes else (max(codes) if max(codes) > 0 else 1)
+    finally:
+        elastic.setLevel(before)
+    return 0
