@@ -149,14 +149,17 @@ def _frames(table: pa.Table, path: Path, m: str, dim: int, segment_ids: list[str
             f"{path}: segment {segment_ids[row]!r}: '{m}' holds {int(flat.size - finite.sum())} NaN/inf "
             f"value(s); rerun `python -m stages.extract` (it replaces them with data.nonfinite_value)"
         )
-    values = torch.from_numpy(flat.reshape(-1, dim).copy())  # (N_rows, d_m)
+    del finite
+    values = torch.empty(flat.size // dim + 1, dim)  # (N_rows + 1, d_m): the rows and Ragged's padding row
+    values[:-1].numpy()[...] = flat.reshape(-1, dim)  # the one copy out of Arrow's buffer
+    values[-1] = 0.0
     lens_col = f"{m}_len"
     if lens_col in table.column_names:
         stated = table.column(lens_col).to_numpy()
         if not np.array_equal(stated, np.diff(offsets)):
             row = int(np.argmax(stated != np.diff(offsets)))
             raise DataError(f"{path}: segment {segment_ids[row]!r}: '{lens_col}' = {int(stated[row])} but '{m}' has {int(np.diff(offsets)[row])} rows")
-    return _ragged(values, offsets, torch.zeros(dim))
+    return Ragged(values, torch.as_tensor(offsets, dtype=torch.long))
 
 
 def _tokenise(words: list[list[str]], tokenizer: Any, max_tokens: int) -> tuple[Ragged, Ragged]:
@@ -190,8 +193,13 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
     path = Path(features_dir) / f"{split}.parquet"
     if not path.exists():
         raise DataError(f"{path}: not found; run `python -m stages.extract` first")
+    # Frame columns are read one at a time while their tensor is built (peak: one Arrow column
+    # beside the tensors), the rest of the table at once.
+    frame_columns = {c for m in FRAME_MODALITIES for c in (m, f"{m}_len")}
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        table = parquet.read(columns=[c for c in names if c not in frame_columns])
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
     modalities = tuple(meta["modalities"])
@@ -214,7 +222,14 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
         pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
     for m in FRAME_MODALITIES:
         if m in modalities:
-            fields[m] = _frames(table, path, m, int(meta["dims"][m]), segment_ids)
+            if m not in names:
+                raise _schema_error(path, f"column '{m}' is missing (columns: {', '.join(names)})")
+            try:
+                frames = parquet.read(columns=[c for c in (m, f"{m}_len") if c in names])
+            except (OSError, pa.ArrowException) as err:
+                raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+            fields[m] = _frames(frames, path, m, int(meta["dims"][m]), segment_ids)
+            del frames
     gt: dict[str, np.ndarray] = {}
     for m in MODALITIES:
         name = f"gt_{m}"
