@@ -98,11 +98,22 @@ def test_missing_modality_has_no_fields(tmp_path, tokenizer):
     assert "visual" not in b and "acoustic" in b and "input_ids" in b
 
 
-def test_missing_column_names_file_and_column(features, tokenizer):
-    table = pq.read_table(features / "train.parquet").drop_columns(["words"])
+@pytest.mark.parametrize("column", ["words", "visual", "label"])
+def test_missing_column_names_file_and_column(features, tokenizer, column):
+    table = pq.read_table(features / "train.parquet").drop_columns([column])
     pq.write_table(table, features / "train.parquet")
-    with pytest.raises(DataError, match=r"train\.parquet.*'words' is missing"):
+    with pytest.raises(DataError, match=rf"train\.parquet.*'{column}' is missing \(columns: segment_id, "):
         load_split(features, "train", tokenizer, 16)
+
+
+def test_frame_rows_are_held_once_with_a_zero_padding_row(features, tokenizer):
+    table = pq.read_table(features / "train.parquet")
+    data = load_split(features, "train", tokenizer, 16)
+    rows = np.concatenate([np.asarray(r, np.float32) for r in table.column("acoustic").to_pylist()])
+    values = data.fields["acoustic"].values
+    assert values.shape == (rows.shape[0] + 1, rows.shape[1]) and values.is_contiguous()
+    np.testing.assert_array_equal(values[:-1].numpy(), rows)
+    assert not values[-1].any()
 
 
 def test_width_disagreeing_with_meta_names_segment(features, tokenizer):
