@@ -137,6 +137,25 @@ def test_nonfinite_feature_names_segment(features, tokenizer, bad):
         load_split(features, "valid", tokenizer, 16)
 
 
+def test_row_groups_give_the_same_split_and_name_the_right_segment(features, tokenizer):
+    whole = load_split(features, "train", tokenizer, 16)
+    table = pq.read_table(features / "train.parquet")
+    pq.write_table(table, features / "train.parquet", row_group_size=5)  # 24 segments: 5 row groups
+    assert pq.ParquetFile(features / "train.parquet").num_row_groups == 5
+    grouped = load_split(features, "train", tokenizer, 16)
+    for m in ("acoustic", "visual"):
+        torch.testing.assert_close(grouped.fields[m].values, whole.fields[m].values, rtol=0, atol=0)
+        torch.testing.assert_close(grouped.fields[m].offsets, whole.fields[m].offsets, rtol=0, atol=0)
+    rows = table.column("acoustic").to_pylist()
+    rows[12] = [r[:3] for r in rows[12]]  # a segment of the third row group with 3-wide rows
+    pq.write_table(table.set_column(table.column_names.index("acoustic"), "acoustic",
+                                    pa.array(rows, table.schema.field("acoustic").type)),
+                   features / "train.parquet", row_group_size=5)
+    ids = table.column("segment_id").to_pylist()
+    with pytest.raises(DataError, match=rf"segment '{re.escape(ids[12])}': 'acoustic' rows have width 3"):
+        load_split(features, "train", tokenizer, 16)
+
+
 def test_wrong_column_type_is_data_error(features, tokenizer):
     table = pq.read_table(features / "valid.parquet")
     table = table.set_column(table.column_names.index("visual"), "visual",

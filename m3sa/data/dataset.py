@@ -120,27 +120,62 @@ def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
     return col
 
 
-def _frames(table: pa.Table, path: Path, m: str, dim: int, segment_ids: list[str]) -> Ragged:
-    col = _column(table, path, m)
-    typ = col.type
+def _read(parquet: pq.ParquetFile, path: Path, columns: list[str], row_group: int | None = None) -> pa.Table:
+    """``columns`` of the whole file or of one row group; an unreadable file is a DataError."""
+    try:
+        if row_group is None:
+            return parquet.read(columns=columns)
+        return parquet.read_row_group(row_group, columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def _frames(parquet: pq.ParquetFile, path: Path, m: str, dim: int, segment_ids: list[str]) -> Ragged:
+    """``m``'s frame rows as one (N_rows + 1, d_m) tensor, the last row Ragged's zero padding row.
+
+    Read one row group at a time: Arrow's decoded copy of the whole column, several times the
+    data, never exists; the peak is the rows twice (Arrow's per group and the tensor).
+    """
+    typ = parquet.schema_arrow.field(m).type
     if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not (
         pa.types.is_list(typ.value_type) or pa.types.is_large_list(typ.value_type)
     ) or not pa.types.is_floating(typ.value_type.value_type):
         raise _schema_error(path, f"column '{m}' has type {typ}, expected list<list<float32>>")
-    outer = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    outer = outer.cast(pa.list_(pa.list_(pa.float32())))
-    offsets = outer.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    inner = outer.flatten()
-    widths = np.diff(inner.offsets.to_numpy())
-    if inner.null_count or (widths != dim).any():
-        bad = int(np.argmax(widths != dim)) if (widths != dim).any() else 0
-        row = int(np.searchsorted(offsets, bad, side="right") - 1)
-        raise DataError(
-            f"{path}: segment {segment_ids[row]!r}: '{m}' rows have width {int(widths[bad])}, but meta.json "
-            f"says dims.{m} = {dim}; rerun `python -m stages.extract`"
-        )
-    flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    lens_col = f"{m}_len"
+    has_lens = lens_col in parquet.schema_arrow.names
+    rows: list[np.ndarray] = []  # per row group: (n_rows, d_m) float32, views of Arrow's buffers
+    counts: list[np.ndarray] = []  # per row group: frame rows per segment
+    stated: list[np.ndarray] = []  # per row group: the lens column
+    nulls = 0
+    for g in range(parquet.num_row_groups):
+        group = _read(parquet, path, [m, lens_col] if has_lens else [m], g)
+        outer = group.column(m).combine_chunks().cast(pa.list_(pa.list_(pa.float32())))
+        nulls += outer.null_count
+        if nulls:
+            continue
+        offsets = outer.offsets.to_numpy().astype(np.int64)
+        inner = outer.flatten()
+        widths = np.diff(inner.offsets.to_numpy())
+        if inner.null_count or (widths != dim).any():
+            bad = int(np.argmax(widths != dim)) if (widths != dim).any() else 0
+            row = sum(map(len, counts)) + int(np.searchsorted(offsets - offsets[0], bad, side="right") - 1)
+            raise DataError(
+                f"{path}: segment {segment_ids[row]!r}: '{m}' rows have width {int(widths[bad])}, but meta.json "
+                f"says dims.{m} = {dim}; rerun `python -m stages.extract`"
+            )
+        counts.append(np.diff(offsets))
+        rows.append(inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
+        if has_lens:
+            stated.append(group.column(lens_col).to_numpy())
+    if nulls:
+        raise _schema_error(path, f"column '{m}' has {nulls} null value(s)")
+    per_segment = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(per_segment)]).astype(np.int64)
+    values = torch.zeros(int(offsets[-1]) + 1, dim)  # (N_rows + 1, d_m)
+    if rows:
+        np.concatenate(rows, out=values[:-1].numpy())  # the one copy out of Arrow's buffers
+    del rows
+    flat = values[:-1].numpy().reshape(-1)
     finite = np.isfinite(flat)
     if not finite.all():
         bad = int(np.argmin(finite)) // dim  # first frame row holding a NaN/inf
@@ -149,16 +184,12 @@ def _frames(table: pa.Table, path: Path, m: str, dim: int, segment_ids: list[str
             f"{path}: segment {segment_ids[row]!r}: '{m}' holds {int(flat.size - finite.sum())} NaN/inf "
             f"value(s); rerun `python -m stages.extract` (it replaces them with data.nonfinite_value)"
         )
-    del finite
-    values = torch.empty(flat.size // dim + 1, dim)  # (N_rows + 1, d_m): the rows and Ragged's padding row
-    values[:-1].numpy()[...] = flat.reshape(-1, dim)  # the one copy out of Arrow's buffer
-    values[-1] = 0.0
-    lens_col = f"{m}_len"
-    if lens_col in table.column_names:
-        stated = table.column(lens_col).to_numpy()
-        if not np.array_equal(stated, np.diff(offsets)):
-            row = int(np.argmax(stated != np.diff(offsets)))
-            raise DataError(f"{path}: segment {segment_ids[row]!r}: '{lens_col}' = {int(stated[row])} but '{m}' has {int(np.diff(offsets)[row])} rows")
+    if has_lens:
+        lens = np.concatenate(stated) if stated else np.zeros(0, np.int64)
+        if not np.array_equal(lens, per_segment):
+            row = int(np.argmax(lens != per_segment))
+            raise DataError(f"{path}: segment {segment_ids[row]!r}: '{lens_col}' = {int(lens[row])} but '{m}' "
+                            f"has {int(per_segment[row])} rows")
     return Ragged(values, torch.as_tensor(offsets, dtype=torch.long))
 
 
@@ -193,15 +224,14 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
     path = Path(features_dir) / f"{split}.parquet"
     if not path.exists():
         raise DataError(f"{path}: not found; run `python -m stages.extract` first")
-    # Frame columns are read one at a time while their tensor is built (peak: one Arrow column
-    # beside the tensors), the rest of the table at once.
+    # The frame columns are read by _frames, one row group at a time; the rest of the table here.
     frame_columns = {c for m in FRAME_MODALITIES for c in (m, f"{m}_len")}
     try:
         parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-        table = parquet.read(columns=[c for c in names if c not in frame_columns])
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    names = parquet.schema_arrow.names
+    table = _read(parquet, path, [c for c in names if c not in frame_columns])
     modalities = tuple(meta["modalities"])
     segment_ids = [str(s) for s in _column(table, path, "segment_id").to_pylist()]
     video_ids = [str(s) for s in _column(table, path, "video_id").to_pylist()] if "video_id" in table.column_names \
@@ -224,12 +254,7 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
         if m in modalities:
             if m not in names:
                 raise _schema_error(path, f"column '{m}' is missing (columns: {', '.join(names)})")
-            try:
-                frames = parquet.read(columns=[c for c in (m, f"{m}_len") if c in names])
-            except (OSError, pa.ArrowException) as err:
-                raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-            fields[m] = _frames(frames, path, m, int(meta["dims"][m]), segment_ids)
-            del frames
+            fields[m] = _frames(parquet, path, m, int(meta["dims"][m]), segment_ids)
     gt: dict[str, np.ndarray] = {}
     for m in MODALITIES:
         name = f"gt_{m}"
