@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,8 +48,11 @@ from m3sa.data.features import (FRAME_MODALITIES, SPLITS, arrow_bools, arrow_lis
                                 arrow_strings, features_schema, first_bad_label, sequence_values)
 from m3sa.data.folds import assign_folds, read_folds_file, resolve_folds
 from m3sa.data.pickles import ROWS_ALIGN, Segment, read_pickle, recognise
+from m3sa.data.provenance import InputHashes
+from m3sa.data.provenance import sha256 as _sha256  # noqa: F401 - for benchmarks/extract_bench.py
 from m3sa.data.safe_pickle import load_pickle
 from m3sa.data.sample import FILES as SAMPLE_FILES
+from m3sa.data.standardize import Norm, RunningStats, given_norm, normalise
 from m3sa.errors import ConfigError, CSDError, DataError, OutputError
 
 log = logging.getLogger(__name__)
@@ -86,111 +86,6 @@ def resolve_inputs(cfg: DataConfig) -> Inputs:
     return Inputs("csd", files, None, None)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(4 << 20)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-def _hash_files(paths: list[Path], conn: Any) -> None:
-    try:
-        conn.send(("ok", {p.name: _sha256(p) for p in paths}))
-    except OSError as err:
-        conn.send(("error", f"{err.filename}: cannot be read to hash it ({err.strerror})"))
-    finally:
-        conn.close()
-
-
-class _Hasher:
-    """SHA-256 of the input files, computed beside the extraction.
-
-    A forked process where the platform has fork (a thread would fight the main loop for the
-    GIL), a thread elsewhere. Hashing the inputs costs about as much CPU as reading them.
-    """
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._worker: Any = None
-        self._result: dict[str, str] | None = None
-        if not paths:
-            return
-        if "fork" in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context("fork")
-            self._conn, child = ctx.Pipe(duplex=False)
-            self._worker = ctx.Process(target=_hash_files, args=(paths, child), daemon=True)
-        else:  # pragma: no cover - platforms without fork
-            self._conn, child = multiprocessing.Pipe(duplex=False)
-            self._worker = threading.Thread(target=_hash_files, args=(paths, child), daemon=True)
-        self._worker.start()
-        if isinstance(self._worker, multiprocessing.process.BaseProcess):
-            child.close()
-
-    def result(self) -> dict[str, str]:
-        if self._result is not None:
-            return self._result
-        if self._worker is None:
-            return {}
-        try:
-            status, value = self._conn.recv()
-        except EOFError:
-            raise DataError("hashing the input files failed (the hashing process ended early)") from None
-        finally:
-            self._worker.join()
-            self._conn.close()
-        if status != "ok":
-            raise DataError(value)
-        self._result = value
-        return value
-
-    def cancel(self) -> None:
-        if self._worker is None or self._result is not None:
-            return
-        if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
-            self._worker.terminate()
-            self._worker.join()
-        self._conn.close()
-
-
-# ----------------------------------------------------------------------------- statistics
-
-@dataclass
-class RunningStats:
-    """Per-feature count, mean and sum of squared deviations, merged batch by batch."""
-
-    dim: int
-    n: int = 0
-    mean: np.ndarray = field(init=False)
-    m2: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.mean = np.zeros(self.dim)
-        self.m2 = np.zeros(self.dim)
-
-    def update(self, x: np.ndarray) -> None:
-        """Merge rows x (r, dim) (Chan, Golub & LeVeque's pairwise update)."""
-        if not len(x):
-            return
-        x = x.astype(np.float64, copy=False)
-        nb = len(x)
-        mb = x.mean(axis=0)
-        m2b = ((x - mb) ** 2).sum(axis=0)
-        delta = mb - self.mean
-        n = self.n + nb
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2b + delta ** 2 * (self.n * nb / n)
-        self.n = n
-
-    def std(self) -> np.ndarray:
-        """Population std; 1 where a feature is constant (so it standardises to 0)."""
-        if self.n == 0:
-            return np.ones(self.dim)
-        s = np.sqrt(self.m2 / self.n)
-        return np.where(s > 1e-6, s, 1.0)
-
-
 # ----------------------------------------------------------------------------- writing
 
 @dataclass
@@ -218,9 +113,6 @@ def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     strings = [f.name for f in schema if f.name in ("video_id", "split", "words")]
     scalars = [f.name for f in schema if not pa.types.is_list(f.type)]
     return pq.ParquetWriter(path, schema, compression="none", use_dictionary=strings, write_statistics=scalars)
-
-
-Norm = dict[str, tuple[np.ndarray, np.ndarray]]  # modality -> (mean (d,), std (d,))
 
 
 class _SplitWriter:
@@ -272,7 +164,7 @@ class _SplitWriter:
             counts = np.fromiter(map(len, rows), np.int32, len(rows))
             x = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)  # (total rows, d)
             if self.norm is not None:
-                x = _normalise(x, *self.norm[m])
+                x = normalise(x, *self.norm[m])
             cols[m] = _sequences(counts, x)
             cols[f"{m}_len"] = arrow_numeric(counts, pa.int32())
         for name in self.schema.names:
@@ -298,13 +190,6 @@ class _SplitWriter:
                 log.debug("closing a failed output writer", exc_info=True)
 
 
-def _normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std as float32; NaN rows (words without frames) become 0, the train mean."""
-    z = (x - mean.astype(np.float32)) * (1.0 / std).astype(np.float32)  # float32 throughout
-    z[np.isnan(z)] = 0.0
-    return z
-
-
 def _sequences(counts: np.ndarray, x: np.ndarray) -> pa.Array:
     """list<list<float32>>: segment i holds counts[i] consecutive rows of x (rows, d)."""
     return arrow_lists(counts, arrow_lists(np.full(len(x), x.shape[1]), arrow_numeric(x.reshape(-1), pa.float32())))
@@ -313,7 +198,7 @@ def _sequences(counts: np.ndarray, x: np.ndarray) -> pa.Array:
 def _standardised(col: pa.Array, mean: np.ndarray, std: np.ndarray) -> pa.Array:
     """(x - mean) / std on a list<list<float32>> column; NaN rows (words without frames) -> 0."""
     x, offsets = sequence_values(col, len(mean))  # (rows, d), (n+1,)
-    return _sequences(np.diff(offsets), _normalise(x, mean, std))
+    return _sequences(np.diff(offsets), normalise(x, mean, std))
 
 
 def _rewrite_standardised(src: Path, dst: Path, schema: pa.Schema, norm: Norm) -> None:
@@ -577,7 +462,7 @@ def _blocks(segments: Iterator[Segment], size: int = _BLOCK) -> Iterator[list[Se
 
 def _pickle_plan(cfg: DataConfig, hash_inputs: bool) -> _Plan:
     path = Path(cfg.pickle)
-    hasher = _Hasher([path] if hash_inputs and path.is_file() else [])
+    hasher = InputHashes([path] if hash_inputs and path.is_file() else [])
     try:
         obj = load_pickle(path)
         sha = hasher.result().get(path.name)
@@ -667,7 +552,7 @@ def _csd_plan(cfg: DataConfig, inputs: Inputs, labels: CSDReader, readers: dict[
         "videos_in_no_fold": assignment.unassigned,
     }
     return _Plan(inputs.source, modalities, dims, chunks, len(todo), "video", gt is not None, report,
-                 _Hasher(hashed if hash_inputs else []), meta,
+                 InputHashes(hashed if hash_inputs else []), meta,
                  f"{labels.path}: no train segment left after matching folds and dropping bad segments; check "
                  "data.folds and the dropped segments")
 
@@ -686,32 +571,12 @@ class _Plan:
     unit: str
     has_gt: bool
     report: _Report
-    hasher: _Hasher
+    hasher: InputHashes
     meta: dict[str, Any]  # source-specific meta.json entries
     no_train: str  # the error when no train segment is left
     # Hold the train chunks in memory until their statistics are known, instead of a raw
     # temporary file and a second pass (the input is in memory anyway: a loaded pickle).
     buffer_train: bool = False
-
-
-def _given_norm(statistics: Mapping[str, Mapping[str, Sequence[float]]], dims: dict[str, int],
-                frame_mods: list[str]) -> Norm:
-    """``statistics`` as a Norm, checked against the input's modalities and widths."""
-    norm: Norm = {}
-    for m in frame_mods:
-        if m not in statistics:
-            raise DataError(f"the given standardisation statistics have no '{m}' entry (they hold "
-                            f"{', '.join(statistics) or 'none'}); the input has {m} features")
-        mean = np.asarray(statistics[m]["mean"], dtype=np.float64)
-        std = np.asarray(statistics[m]["std"], dtype=np.float64)
-        if mean.shape != (dims[m],) or std.shape != (dims[m],):
-            raise DataError(f"'{m}' features are {dims[m]}-d, but the given standardisation statistics "
-                            f"are {mean.size}-d")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise DataError(f"the given standardisation statistics of '{m}' hold a non-finite mean or a "
-                            "std <= 0")
-        norm[m] = (mean, std)
-    return norm
 
 
 def extract(cfg: DataConfig, progress: bool = True, hash_inputs: bool = True,
@@ -747,7 +612,7 @@ def _write(cfg: DataConfig, plan: _Plan, progress: bool, t_start: float,
     frame_mods = list(dims)
     schema = features_schema(plan.modalities, plan.has_gt)
     stats = {m: RunningStats(dims[m]) for m in frame_mods}
-    given = _given_norm(statistics, dims, frame_mods) if statistics is not None and cfg.standardize else None
+    given = given_norm(statistics, dims) if statistics is not None and cfg.standardize else None
 
     def train_norm() -> Norm:
         return {m: (st.mean, st.std()) for m, st in stats.items()}
