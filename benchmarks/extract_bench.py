@@ -75,7 +75,7 @@ def child_extract(sample_dir: str, out_dir: str, standardize: bool, hash_inputs:
 
 def child_hash(sample_dir: str) -> dict:
     """SHA-256 of the four input files alone (what meta.json's input hashes cost)."""
-    from m3sa.data.extract import _sha256
+    from m3sa.data.provenance import sha256 as _sha256
 
     t0 = time.perf_counter()
     for name in FILES:

@@ -39,7 +39,8 @@ from m3sa.checkpoint import load_model
 from m3sa.config import Config, CSDFiles
 from m3sa.data.csd import CSDReader
 from m3sa.data.dataset import SplitData, load_split, load_tokenizer
-from m3sa.data.extract import _standardised, extract
+from m3sa.data.extract import extract
+from m3sa.data.split_writer import standardised
 from m3sa.data.features import FRAME_MODALITIES, arrow_lists, arrow_numeric, read_meta, sequence_values
 from m3sa.data.sample import FILES as SAMPLE_FILES
 from m3sa.errors import DataError, ModelError
@@ -87,7 +88,7 @@ def standardise_table(table: pa.Table, standardization: Mapping[str, Mapping[str
             x[~x.any(axis=1)] = np.nan
             col = arrow_lists(np.diff(offsets), arrow_lists(np.full(len(x), len(mean)),
                                                             arrow_numeric(x.reshape(-1), pa.float32())))
-        table = table.set_column(table.column_names.index(m), m, _standardised(col, mean, std))
+        table = table.set_column(table.column_names.index(m), m, standardised(col, mean, std))
     return table
 
 

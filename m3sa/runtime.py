@@ -124,7 +124,7 @@ def torch_settings(num_threads: int, deterministic: bool) -> Iterator[None]:
 
 @contextmanager
 def run_settings(cfg: Config, rt: Runtime) -> Iterator[None]:
-    """:func:`torch_settings` for a training or evaluation run of ``cfg`` on ``rt``:
+    """:func:`torch_settings` for a training run of ``cfg`` on ``rt``:
     ``train.num_threads`` (shared out under DDP on CPU) and deterministic kernels on CPU."""
     with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu"):
         yield
@@ -144,7 +144,7 @@ def launch_local(nproc: int, module: str, argv: list[str], user_error: int) -> i
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
     log.info("launching %d processes: python -m %s %s", nproc, module, " ".join(argv))
-    debug = bool(os.environ.get("M3SA_DEBUG"))
+    debug = os.environ.get("M3SA_DEBUG", "") not in ("", "0")  # as stages._cli reads it
     elastic = logging.getLogger("torch.distributed.elastic")
     before = elastic.level
     if not debug:

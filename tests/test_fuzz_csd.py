@@ -476,7 +476,7 @@ def _copy(pristine: Path, root: Path) -> Path:
 def test_non_utf8_words_are_replaced_and_reported(pristine, tmp_path, caplog):
     root = _copy(pristine, tmp_path / "d")
     mutate(root, "words", "words", "a", "non_utf8")
-    with caplog.at_level(logging.WARNING, logger="m3sa.data.extract"):
+    with caplog.at_level(logging.WARNING, logger="m3sa.data"):
         extract(config_for(root), progress=False)
     rows = pq.read_table(root / "features" / "train.parquet").to_pylist()
     words = [w for r in rows if r["video_id"] == "a" for w in r["words"]]

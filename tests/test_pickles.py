@@ -305,13 +305,14 @@ def test_mag_gives_word_level_rows_and_dev_as_valid(tmp_path):
 
 def test_words_that_are_not_utf8_are_replaced_with_a_warning(tmp_path, caplog):
     rng = np.random.default_rng(0)
-    path = mag_file(tmp_path / "mosi.pkl", train=[mag_example([b"caf\xe9", b"ok"], 1.0, "vA[0]", rng),
-                                                  mag_example(["fine"], 0.5, "vB[0]", rng)])
+    path = mag_file(tmp_path / "mosi.pkl", train=[mag_example([b"caf\xe9", b"ok", b"na\xefve"], 1.0, "vA[0]", rng),
+                                                  mag_example([b"fin\xe9"], 0.5, "vB[0]", rng)])
     cfg = cfg_for(tmp_path, "mag", path, standardize=False)
     with caplog.at_level("WARNING", logger="m3sa.data.pickles"):
         extract(cfg, progress=False)
-    assert read_split(cfg.features_dir, "train").to_pydict()["words"][0] == ["caf\ufffd", "ok"]
-    assert [r.getMessage() for r in caplog.records if "not valid UTF-8" in r.getMessage()]
+    assert read_split(cfg.features_dir, "train").to_pydict()["words"][0] == ["caf\ufffd", "ok", "na\ufffdve"]
+    warnings = [r.getMessage() for r in caplog.records if "not valid UTF-8" in r.getMessage()]
+    assert len(warnings) == 1 and "split 'train': 3 text(s)" in warnings[0]  # one line per split, with the count
 
 
 @pytest.mark.parametrize("case,match", [

@@ -111,9 +111,10 @@ def _schema_error(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}; rerun `python -m stages.extract` (schema in docs/architecture.md)")
 
 
-def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
+def _column(table: pa.Table, path: Path, name: str, names: list[str]) -> pa.ChunkedArray:
+    """Column ``name`` of ``table`` (read from a file whose columns are ``names``), without nulls."""
     if name not in table.column_names:
-        raise _schema_error(path, f"column '{name}' is missing (columns: {', '.join(table.column_names)})")
+        raise _schema_error(path, f"column '{name}' is missing (columns: {', '.join(names)})")
     col = table.column(name)
     if col.null_count:
         raise _schema_error(path, f"column '{name}' has {col.null_count} null value(s)")
@@ -224,26 +225,35 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
     path = Path(features_dir) / f"{split}.parquet"
     if not path.exists():
         raise DataError(f"{path}: not found; run `python -m stages.extract` first")
-    # The frame columns are read by _frames, one row group at a time; the rest of the table here.
-    frame_columns = {c for m in FRAME_MODALITIES for c in (m, f"{m}_len")}
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    with parquet:
+        split_data = _split_data(parquet, path, split, tokenizer, max_tokens, meta)
+    log.debug("%s: %d segments, modalities %s", path, len(split_data), ",".join(split_data.modalities))
+    return split_data
+
+
+def _split_data(parquet: pq.ParquetFile, path: Path, split: str, tokenizer: Any, max_tokens: int,
+                meta: dict[str, Any]) -> SplitData:
+    """The :class:`SplitData` of an open Parquet split. The frame columns are read by
+    :func:`_frames`, one row group at a time; the rest of the table here, at once."""
     names = parquet.schema_arrow.names
+    frame_columns = {c for m in FRAME_MODALITIES for c in (m, f"{m}_len")}
     table = _read(parquet, path, [c for c in names if c not in frame_columns])
     modalities = tuple(meta["modalities"])
-    segment_ids = [str(s) for s in _column(table, path, "segment_id").to_pylist()]
-    video_ids = [str(s) for s in _column(table, path, "video_id").to_pylist()] if "video_id" in table.column_names \
+    segment_ids = [str(s) for s in _column(table, path, "segment_id", names).to_pylist()]
+    video_ids = [str(s) for s in _column(table, path, "video_id", names).to_pylist()] if "video_id" in table.column_names \
         else [s.rsplit("[", 1)[0] for s in segment_ids]
-    label_col = _column(table, path, "label")
+    label_col = _column(table, path, "label", names)
     if not pa.types.is_floating(label_col.type):
         raise _schema_error(path, f"column 'label' has type {label_col.type}, expected float32")
     labels = torch.from_numpy(label_col.to_numpy().astype(np.float32))  # (n,)
     fields: dict[str, Ragged] = {}
     pad_id = 0
     if "language" in modalities:
-        col = _column(table, path, "words")
+        col = _column(table, path, "words", names)
         if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not (
             pa.types.is_string(col.type.value_type) or pa.types.is_large_string(col.type.value_type)
         ):
@@ -261,7 +271,6 @@ def load_split(features_dir: str | Path, split: str, tokenizer: Any, max_tokens:
         if name in table.column_names:
             vals = table.column(name).to_pylist()
             gt[m] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
-    log.debug("%s: %d segments, modalities %s", path, len(segment_ids), ",".join(modalities))
     return SplitData(split, modalities, labels, segment_ids, video_ids, fields, pad_id, gt)
 
 

@@ -32,12 +32,10 @@ from tqdm import tqdm
 
 from m3sa.config import DataConfig
 from m3sa.data.chunk import Chunk, Plan
-from m3sa.data.csd_input import Inputs, csd_plan, resolve_inputs  # noqa: F401 - Inputs, resolve_inputs re-exported
+from m3sa.data.csd_input import csd_plan
 from m3sa.data.features import SPLITS, features_schema
-from m3sa.data.pickle_input import ROWS_MEANING, pickle_plan  # noqa: F401 - ROWS_MEANING re-exported
-from m3sa.data.provenance import sha256 as _sha256  # noqa: F401 - for benchmarks/extract_bench.py
+from m3sa.data.pickle_input import pickle_plan
 from m3sa.data.split_writer import OutputFiles, SplitWriter, rewrite_standardised
-from m3sa.data.split_writer import standardised as _standardised  # noqa: F401 - for m3sa.predict
 from m3sa.data.standardize import Norm, RunningStats, given_norm, identity_norm, stats_norm
 from m3sa.errors import DataError
 

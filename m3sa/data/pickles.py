@@ -215,13 +215,15 @@ def _check_lengths(a: dict[str, Any], rows: str, path: Path, split: str) -> None
 def _mmsa_segments(data: PickleData, split: str) -> Iterator[Segment]:
     a = data.splits[split]
     tokens = data.rows == "tokens"
+    replaced = _Replaced()
     for i, (sid, video) in enumerate(data.keys[split]):
         rows = {}
         for m, arr in (("acoustic", "audio"), ("visual", "vision")):
             r = int(a[f"{m}_rows"][i])
             rows[m] = a[arr][i, 1:max(r - 1, 1)] if tokens else a[arr][i, :r]
-        words = words_of(_text(a["raw_text"][i], data.path, f"split '{split}', segment {sid!r}"))
+        words = words_of(_text(a["raw_text"][i], data.path, f"split '{split}', segment {sid!r}", replaced))
         yield Segment(split, sid, video, words, float(a["labels"][i]), rows)
+    replaced.log(data.path, split)
 
 
 # ----------------------------------------------------------------------------- MAG-BERT
@@ -264,24 +266,39 @@ def _check_mag(splits: dict[str, Any], path: Path, sha256: str | None) -> Pickle
 
 
 def _mag_segments(data: PickleData, split: str) -> Iterator[Segment]:
+    replaced = _Replaced()
     for k, ((words, visual, acoustic), label, _) in enumerate(data.splits[split]):
         where = f"split '{_MAG_SPLITS[split]}', example {k}"
         sid, video = data.keys[split][k]
-        tokens = [_text(w, data.path, where) for w in words]
+        tokens = [_text(w, data.path, where, replaced) for w in words]
         yield Segment(split, sid, video, tokens, float(np.asarray(label).reshape(-1)[0]),
                       {"acoustic": np.asarray(acoustic), "visual": np.asarray(visual)})
+    replaced.log(data.path, _MAG_SPLITS[split])
 
 
 # ----------------------------------------------------------------------------- checks
 
-def _text(value: Any, path: Path, where: str) -> str:
+class _Replaced:
+    """How many texts of a split were not valid UTF-8 (their undecodable bytes became U+FFFD)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def log(self, path: Path, split: str) -> None:
+        if self.count:
+            log.warning("%s: split '%s': %d text(s) are not valid UTF-8; undecodable bytes replaced by U+FFFD",
+                        path, split, self.count)
+
+
+def _text(value: Any, path: Path, where: str, replaced: _Replaced | None = None) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            log.warning("%s: %s: text is not valid UTF-8; undecodable bytes replaced by U+FFFD", path, where)
+            if replaced is not None:
+                replaced.count += 1
             return value.decode("utf-8", errors="replace")
     if isinstance(value, (str, np.str_)):
         return str(value)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
             state.wait_s += wait
             state.samples += seen
 
-            valid = _validate(trainer, data.valid, cfg, rt, seed, epoch, kept(state, last_path))
+            valid = _validate(trainer, data.valid, cfg, rt, seed, epoch, lambda: kept(state, last_path))
             scores = dict(metrics_lib.regression_metrics(valid.pred, data.valid.labels.numpy()))
             value = float(scores[tc.select_metric])
             improved = state.record(epoch, value, tc.select_metric, scores, tc.patience)
@@ -203,15 +203,16 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
 
 
 def _validate(trainer: Trainer, valid: SplitData, cfg: Config, rt: Runtime, seed: int, epoch: int,
-              kept: str) -> Predictions:
-    """The valid split's predictions (all ranks'); NaN/inf predictions stop the run with context."""
+              kept: Callable[[], str]) -> Predictions:
+    """The valid split's predictions (all ranks'); NaN/inf predictions stop the run, saying what
+    ``kept()`` says survives."""
     out = predict(trainer.core, valid, cfg.evaluate.batch_size, rt.device, world=rt.world, rank=rt.rank,
                   gather=rt.gather)
     bad = int(out.pred.size - np.isfinite(out.pred).sum())
     if bad:
         raise TrainingError(
             f"seed {seed}, epoch {epoch}: {bad} of {out.pred.size} valid predictions are NaN/inf "
-            f"although the training loss is finite; training stopped and {kept}. Lower train.lr / "
+            f"although the training loss is finite; training stopped and {kept()}. Lower train.lr / "
             f"train.lr_text or check {cfg.data.features_dir}/valid.parquet for extreme values")
     return out
 

@@ -14,12 +14,14 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3sa.checkpoint import load_checkpoint
 from m3sa.config import Config
 from m3sa.errors import CheckpointError
-from m3sa.training.step import Trainer
+
+if TYPE_CHECKING:
+    from m3sa.training.step import Trainer
 
 log = logging.getLogger(__name__)
 
