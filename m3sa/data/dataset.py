@@ -111,10 +111,15 @@ def _schema_error(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}; rerun `python -m stages.extract` (schema in docs/architecture.md)")
 
 
+def _require(path: Path, name: str, names: list[str]) -> None:
+    """DataError unless the file's columns ``names`` include ``name``."""
+    if name not in names:
+        raise _schema_error(path, f"column '{name}' is missing (columns: {', '.join(names)})")
+
+
 def _column(table: pa.Table, path: Path, name: str, names: list[str]) -> pa.ChunkedArray:
     """Column ``name`` of ``table`` (read from a file whose columns are ``names``), without nulls."""
-    if name not in table.column_names:
-        raise _schema_error(path, f"column '{name}' is missing (columns: {', '.join(names)})")
+    _require(path, name, names)
     col = table.column(name)
     if col.null_count:
         raise _schema_error(path, f"column '{name}' has {col.null_count} null value(s)")
@@ -262,8 +267,7 @@ def _split_data(parquet: pq.ParquetFile, path: Path, split: str, tokenizer: Any,
         pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
     for m in FRAME_MODALITIES:
         if m in modalities:
-            if m not in names:
-                raise _schema_error(path, f"column '{m}' is missing (columns: {', '.join(names)})")
+            _require(path, m, names)
             fields[m] = _frames(parquet, path, m, int(meta["dims"][m]), segment_ids)
     gt: dict[str, np.ndarray] = {}
     for m in MODALITIES:

@@ -128,3 +128,8 @@ def build_encoders(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str
         else:
             encoders[m] = SequenceNetwork(m, int(dims[m]), kernels[m], cfg)
     return nn.ModuleDict(encoders)
+
+
+def text_parameters(encoders: nn.ModuleDict) -> list[nn.Parameter]:
+    """The pretrained text encoder's parameters inside F_l (none without a language network)."""
+    return list(encoders["language"].bert.parameters()) if "language" in encoders else []

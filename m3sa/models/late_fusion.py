@@ -16,7 +16,7 @@ from torch import nn
 from m3sa.config import ModelConfig
 from m3sa.errors import ModelError
 from m3sa.models.base import Batch, BaseModel, ModelOutput, check_inputs, count_parameters
-from m3sa.models.encoders import LanguageNetwork, build_encoders
+from m3sa.models.encoders import LanguageNetwork, build_encoders, text_parameters
 from m3sa.models.fusion import build_fusion
 from m3sa.models.head import RegressionHead
 from m3sa.models.text import load_encoder
@@ -49,9 +49,7 @@ class LateFusion(BaseModel):
         return ModelOutput(pred=self.head(self.fusion(x)).float(), penalty=ref.new_zeros((), dtype=torch.float32))
 
     def text_parameters(self) -> list[nn.Parameter]:
-        if "language" not in self.encoders:
-            return []
-        return list(self.encoders["language"].bert.parameters())
+        return text_parameters(self.encoders)
 
 
 class TextOnly(BaseModel):
@@ -77,7 +75,7 @@ class TextOnly(BaseModel):
         return ModelOutput(pred=self.head(x).float(), penalty=x.new_zeros((), dtype=torch.float32))
 
     def text_parameters(self) -> list[nn.Parameter]:
-        return list(self.encoders["language"].bert.parameters())
+        return text_parameters(self.encoders)
 
 
 def build_late_fusion(cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> BaseModel:

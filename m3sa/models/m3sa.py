@@ -26,7 +26,7 @@ from torch import nn
 
 from m3sa.config import ModelConfig
 from m3sa.models.base import Batch, BaseModel, ModelOutput, check_inputs, count_parameters
-from m3sa.models.encoders import build_encoders
+from m3sa.models.encoders import build_encoders, text_parameters
 from m3sa.models.filter import ModalityFilter
 from m3sa.models.fusion import build_fusion
 from m3sa.models.head import RegressionHead
@@ -83,9 +83,7 @@ class M3SA(BaseModel):
         return groups
 
     def text_parameters(self) -> list[nn.Parameter]:
-        if "language" not in self.encoders:
-            return []
-        return list(self.encoders["language"].bert.parameters())
+        return text_parameters(self.encoders)
 
     def set_epoch(self, epoch: int) -> None:
         if self.filter is not None:
