@@ -88,6 +88,54 @@ def test_phase_one_updates_only_unimodal_parameters(small):
     assert any(n.startswith("fusion") for n in moved) and any(n.startswith("filter") for n in moved)
 
 
+@pytest.mark.parametrize("filter_kind", ["soft", "hard"])
+def test_phase_one_runs_only_the_unimodal_networks_and_head(small, filter_kind):
+    """Phase 1 is y_m = C(F_m(u_m)) (eq. 4-5): the filter and fusion do not run, and the
+    random numbers it draws are those of F_m and C alone (no Hard Concrete noise)."""
+    cfg = make_cfg(model={"filter": filter_kind})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, DIMS, MODS)
+    trainer = Trainer(cfg, model, Runtime(torch.device("cpu")))
+    ran: list[str] = []
+    for name in ("filter", "fusion"):
+        getattr(model, name).register_forward_hook(lambda *_, n=name: ran.append(n))
+    batch = load_split(small, "train", load_tokenizer("random:tiny"), 24).collate(list(range(16)))
+    head_calls: list[int] = []
+    model.head.register_forward_hook(lambda *_: head_calls.append(1))
+    torch.manual_seed(1)
+    trainer.unimodal_step(batch)
+    assert ran == [] and len(head_calls) == 3  # one head call per modality, none for the fused embedding
+    # the same draws as running F_m and C by hand in train mode
+    after_step = torch.rand(1)
+    torch.manual_seed(0)
+    twin = build_model(cfg.model, DIMS, MODS).train()
+    torch.manual_seed(1)
+    for enc in twin.encoders.values():
+        twin.head(enc(batch))
+    assert torch.equal(torch.rand(1), after_step)
+    trainer.multimodal_step(batch)
+    assert ran == ["filter", "fusion"]
+
+
+def test_unimodal_forward_matches_the_full_forward_in_eval(small):
+    torch.manual_seed(0)
+    model = build_model(make_cfg().model, DIMS, MODS).eval()
+    batch = load_split(small, "valid", load_tokenizer("random:tiny"), 24).collate(list(range(8)))
+    with torch.no_grad():
+        full, alone = model(batch).unimodal, model.unimodal(batch)
+    assert list(alone) == list(MODS)
+    assert all(torch.allclose(full[m], alone[m]) for m in MODS)
+
+
+def test_single_phase_models_have_no_unimodal_forward(small):
+    from m3sa.errors import ModelError
+
+    model = build_model(make_cfg(model={"name": "late_fusion"}).model, DIMS, MODS)
+    batch = load_split(small, "valid", load_tokenizer("random:tiny"), 24).collate([0, 1])
+    with pytest.raises(ModelError, match="one phase"):
+        model.unimodal(batch)
+
+
 def test_optimizer_groups_by_owning_module():
     cfg = make_cfg(lr=1e-3, lr_text=2e-5)
     model = build_model(cfg.model, DIMS, MODS)

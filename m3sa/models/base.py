@@ -58,6 +58,11 @@ class BaseModel(nn.Module):
     def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def unimodal(self, batch: Batch) -> dict[str, Tensor]:
+        """The unimodal predictions y_m = C(F_m(u_m)) alone (eq. 4-5), for the unimodal phase:
+        nothing else of the model runs. Only two-phase models have them."""
+        raise ModelError(f"{type(self).__name__} has no unimodal predictions (it is trained in one phase)")
+
     def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameters updated by the unimodal phase, keyed by owning module."""
         return {}

@@ -75,6 +75,11 @@ class M3SA(BaseModel):
         return ModelOutput(pred=self.head(fused).float(), unimodal=unimodal, filter_values=keep, penalty=penalty,
                            expected_l0=l0)
 
+    def unimodal(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """y_m = C(F_m(u_m)) for every modality (eq. 4-5): no filter, fusion or fused head, so
+        the unimodal phase draws no random numbers the paper's phase 1 does not draw."""
+        return {m: self.head(enc(batch)).float() for m, enc in self.encoders.items()}  # m -> (B,)
+
     def unimodal_parameters(self) -> dict[str, list[nn.Parameter]]:
         """F_m's parameters per modality (the language network includes its text encoder)
         and the shared head C under ``head``."""

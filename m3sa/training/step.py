@@ -2,7 +2,8 @@
 
 For each batch of a two-phase model (M3SA):
 
-1. **unimodal phase**: a forward pass; the (modulated) unimodal losses l_m2 (eq. 10-13) over
+1. **unimodal phase**: the unimodal forward ``model.unimodal`` (F_m and C only, so no filter
+   noise or fusion dropout is drawn); the (modulated) unimodal losses l_m2 (eq. 10-13) over
    the unimodal predictions y_m = C(F_m(u_m)) (eq. 4-5) -> backward -> a step of an
    optimizer that holds only ``model.unimodal_parameters()`` (F_l, F_a, F_v and the shared
    head C, by owning module);
@@ -138,9 +139,10 @@ class _PhaseModule(nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, Tensor], phase: int) -> tuple[Tensor, ...]:
-        out = self.model(batch)
         if phase == 1:
-            return (torch.stack([out.unimodal[m] for m in self.model.modalities]),)  # (M, B)
+            preds = self.model.unimodal(batch)  # y_m, eq. 4-5: F_m and C only
+            return (torch.stack([preds[m] for m in self.model.modalities]),)  # (M, B)
+        out = self.model(batch)
         return out.pred, out.penalty, out.expected_l0.to(out.pred.device)
 
 
