@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Config:
     """The resolved :class:`Config` stored in a checkpoint."""
     try:
-        return config_from_dict(ckpt["config"])
+        return config_from_dict(ckpt["config"], stored=True)
     except M3SAError as err:
         raise CheckpointError(f"{path}: stored params are not valid for this version of m3sa ({err})") from None
 

@@ -61,8 +61,42 @@ class DataConfig:
     features_dir: str = "data/features"
 
 
+# ------------------------------------------------------------- model families
+
+@dataclass(frozen=True)
+class TFNConfig:
+    """TFN (Zadeh et al. 2017): output width of each modality's subnetwork."""
+
+    hidden: int = 32
+
+
+@dataclass(frozen=True)
+class LMFConfig:
+    """LMF (Liu et al. 2018): rank of the modality-specific low-rank factors."""
+
+    rank: int = 4
+
+
+@dataclass(frozen=True)
+class MulTConfig:
+    """MulT (Tsai et al. 2019): layers of each cross-modal and self-attention transformer."""
+
+    layers: int = 1
+
+
+@dataclass(frozen=True)
+class MAGConfig:
+    """MAG-BERT (Rahman et al. 2020): the norm rule's beta and the gate's position."""
+
+    beta: float = 1.0
+    layer: int = 0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """``model.name`` and M3SA's knobs (its ablations, late fusion and text only share the
+    encoders, head and fusion); each Table 1 baseline's own knobs sit in its section."""
+
     name: Literal["m3sa", "late_fusion", "text_only", "ef_lstm", "lf_lstm", "tfn", "lmf", "mult", "mag_bert"] = "m3sa"
     text_encoder: str = "packaged:all-MiniLM-L6-v2"
     max_tokens: int = 64
@@ -93,12 +127,11 @@ class ModelConfig:
     hard_beta: float = 2.0 / 3.0
     hard_gamma: float = -0.1
     hard_zeta: float = 1.1
-    # Comparison systems of the paper's Table 1 (docs/baselines.md).
-    tfn_hidden: int = 32
-    lmf_rank: int = 4
-    mult_layers: int = 1
-    mag_beta: float = 1.0
-    mag_layer: int = 0
+    # Comparison systems of the paper's Table 1 (docs/baselines.md), one section each.
+    tfn: TFNConfig = field(default_factory=TFNConfig)
+    lmf: LMFConfig = field(default_factory=LMFConfig)
+    mult: MulTConfig = field(default_factory=MulTConfig)
+    mag: MAGConfig = field(default_factory=MAGConfig)
 
     def __post_init__(self) -> None:
         _fill_from_recipe(self, "model", self.recipe)
@@ -231,11 +264,11 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "model.filter_init_std": (0.0, None),
     "model.filter_init_keep": (1e-6, 1.0 - 1e-6),
     "model.hard_beta": (1e-6, None),
-    "model.tfn_hidden": (1, None),
-    "model.lmf_rank": (1, None),
-    "model.mult_layers": (1, None),
-    "model.mag_beta": (0.0, None),
-    "model.mag_layer": (0, None),
+    "model.tfn.hidden": (1, None),
+    "model.lmf.rank": (1, None),
+    "model.mult.layers": (1, None),
+    "model.mag.beta": (0.0, None),
+    "model.mag.layer": (0, None),
     "train.epochs": (1, None),
     "train.batch_size": (1, None),
     "train.lr": (0.0, None),
@@ -423,13 +456,36 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Validate a nested dict (params.yaml's content) into a :class:`Config`."""
+#: Keys of earlier versions that moved into a model family's section: old -> (section, key).
+MOVED_MODEL_KEYS = {"tfn_hidden": ("tfn", "hidden"), "lmf_rank": ("lmf", "rank"), "mult_layers": ("mult", "layers"),
+                    "mag_beta": ("mag", "beta"), "mag_layer": ("mag", "layer")}
+
+
+def _moved_keys(raw: dict[str, Any], migrate: bool) -> dict[str, Any]:
+    """``raw`` with the model keys of earlier versions moved to their sections (``migrate``,
+    for stored configs) or a :class:`ConfigError` naming the new key (params)."""
+    model = raw.get("model")
+    old = [k for k in MOVED_MODEL_KEYS if isinstance(model, dict) and k in model]
+    if not old:
+        return raw
+    if not migrate:
+        section, key = MOVED_MODEL_KEYS[old[0]]
+        raise ConfigError(f"params: 'model.{old[0]}' is now 'model.{section}.{key}'; rename it")
+    model = dict(model)
+    for k in old:
+        section, key = MOVED_MODEL_KEYS[k]
+        model[section] = {**model.get(section, {}), key: model.pop(k)}
+    return {**raw, "model": model}
+
+
+def config_from_dict(raw: dict[str, Any], stored: bool = False) -> Config:
+    """Validate a nested dict (params.yaml's content) into a :class:`Config`. ``stored``: the
+    dict comes from a checkpoint, whose keys of earlier versions are read in their new place."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("params: the file must hold a mapping of sections (data, model, train, ...)")
-    cfg = _build(Config, raw)
+    cfg = _build(Config, _moved_keys(raw, migrate=stored))
     _check_semantics(cfg)
     return cfg
 

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m3sa.config import Config, ModelConfig, config_from_dict
+from m3sa.config import Config, LMFConfig, MAGConfig, ModelConfig, TFNConfig, config_from_dict
 from m3sa.errors import ModelError
 from m3sa.metrics import regression_metrics
 from m3sa.models import REGISTRY, build_model
@@ -66,7 +66,7 @@ def test_every_configurable_system_is_registered():
 @pytest.mark.parametrize("name", BASELINES)
 def test_trains_a_few_steps_with_the_contract_outputs(name, modalities, make_model_cfg, make_batch):
     torch.manual_seed(0)
-    cfg = make_model_cfg(name=name, tfn_hidden=4)
+    cfg = make_model_cfg(name=name, tfn=TFNConfig(hidden=4))
     model = build_model(cfg, DIMS, modalities)
     assert model.two_phase is False and model.unimodal_parameters() == {}
     batch = make_batch(batch_size=8, modalities=modalities)
@@ -100,7 +100,7 @@ def test_trains_a_few_steps_with_the_contract_outputs(name, modalities, make_mod
 @pytest.mark.parametrize("name", BASELINES)
 def test_padding_does_not_change_predictions_and_drop_does(name, make_model_cfg, make_batch):
     torch.manual_seed(0)
-    model = build_model(make_model_cfg(name=name, tfn_hidden=4), DIMS, ALL).eval()
+    model = build_model(make_model_cfg(name=name, tfn=TFNConfig(hidden=4)), DIMS, ALL).eval()
     batch = make_batch(batch_size=5, modalities=ALL, lengths=[1, 3, 6, 2, 4], seed=3)
     with torch.no_grad():
         full = model(batch).pred
@@ -110,13 +110,13 @@ def test_padding_does_not_change_predictions_and_drop_does(name, make_model_cfg,
             assert torch.isfinite(dropped).all()
             assert not torch.allclose(dropped, full), m
     with pytest.raises(ModelError, match="cannot drop modality 'visual'"):
-        build_model(make_model_cfg(name=name, tfn_hidden=4), DIMS, NO_VISUAL)(batch, drop="visual")
+        build_model(make_model_cfg(name=name, tfn=TFNConfig(hidden=4)), DIMS, NO_VISUAL)(batch, drop="visual")
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_state_dict_round_trip(name, make_model_cfg, make_batch):
     """A second build accepts the first one's weights strictly (what evaluation's load_model needs)."""
-    cfg = make_model_cfg(name=name, tfn_hidden=4)
+    cfg = make_model_cfg(name=name, tfn=TFNConfig(hidden=4))
     torch.manual_seed(0)
     a = build_model(cfg, DIMS, NO_VISUAL).eval()
     torch.manual_seed(1)
@@ -133,13 +133,13 @@ def test_needs_two_modalities_and_mag_needs_language(make_model_cfg):
             build_model(make_model_cfg(name=name), DIMS, ("language",))
     with pytest.raises(ModelError, match="mag_bert needs the language modality"):
         build_model(make_model_cfg(name="mag_bert"), DIMS, ("acoustic", "visual"))
-    with pytest.raises(ModelError, match="model.mag_layer = 3, but the text encoder has 2 layers"):
-        build_model(make_model_cfg(name="mag_bert", mag_layer=3), DIMS, ALL)
+    with pytest.raises(ModelError, match="model.mag.layer = 3, but the text encoder has 2 layers"):
+        build_model(make_model_cfg(name="mag_bert", mag=MAGConfig(layer=3)), DIMS, ALL)
 
 
 @pytest.mark.parametrize("name", ["ef_lstm", "lf_lstm", "tfn", "lmf", "mult"])
 def test_acoustic_visual_only(name, make_model_cfg, make_batch):
-    model = build_model(make_model_cfg(name=name, tfn_hidden=4), DIMS, ("acoustic", "visual"))
+    model = build_model(make_model_cfg(name=name, tfn=TFNConfig(hidden=4)), DIMS, ("acoustic", "visual"))
     assert model(make_batch(batch_size=3, modalities=("acoustic", "visual"))).pred.shape == (3,)
 
 
@@ -148,19 +148,19 @@ def test_acoustic_visual_only(name, make_model_cfg, make_batch):
 
 def test_tfn_parameter_count_by_hand(make_model_cfg):
     d, h, t = 16, 4, TINY_HIDDEN
-    model = build_model(make_model_cfg(name="tfn", tfn_hidden=h), DIMS, ALL)
+    model = build_model(make_model_cfg(name="tfn", tfn=TFNConfig(hidden=h)), DIMS, ALL)
     text = lstm(t, d) + lin(d, h)  # LSTM(32 -> 16) = 3200, Linear(16 -> 4) = 68
     av = sum(lin(DIMS[m], h) + 2 * lin(h, h) for m in ("acoustic", "visual"))  # 340 + 232
     post = lin((h + 1) ** 3, d) + lin(d, d) + lin(d, 1)  # 125*16+16 + 272 + 17 = 2305
     assert text + av + post == 6145
     assert count_parameters(model, trainable_only=True) == 6145
-    m2 = build_model(make_model_cfg(name="tfn", tfn_hidden=h), DIMS, NO_VISUAL)
+    m2 = build_model(make_model_cfg(name="tfn", tfn=TFNConfig(hidden=h)), DIMS, NO_VISUAL)
     assert count_parameters(m2, trainable_only=True) == text + 340 + lin((h + 1) ** 2, d) + lin(d, d) + lin(d, 1)
 
 
 def test_lmf_parameter_count_by_hand(make_model_cfg):
     d, r, t = 16, 4, TINY_HIDDEN
-    model = build_model(make_model_cfg(name="lmf", lmf_rank=r), DIMS, ALL)
+    model = build_model(make_model_cfg(name="lmf", lmf=LMFConfig(rank=r)), DIMS, ALL)
     text = lstm(t, d) + lin(d, d)  # 3200 + 272
     av = sum(lin(DIMS[m], d) + 2 * lin(d, d) for m in ("acoustic", "visual"))  # 1744 + 1312
     fusion = 3 * r * (d + 1) * 1 + r + 1  # factors (r, d+1, 1) x 3, lambda (1, r), bias (1, 1)
@@ -267,7 +267,7 @@ def test_mag_zero_displacement_has_finite_gradient():
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
 def test_mag_gate_site(layer, make_model_cfg, make_batch):
-    model = build_model(make_model_cfg(name="mag_bert", mag_layer=layer), DIMS, ALL).eval()
+    model = build_model(make_model_cfg(name="mag_bert", mag=MAGConfig(layer=layer)), DIMS, ALL).eval()
     site = model.bert.embeddings if layer == 0 else model.bert.encoder.layer[layer - 1]
     assert model.gate_site() is site
     seen = []
@@ -290,7 +290,7 @@ def _cfg(tmp: Path, name: str) -> Config:
     return config_from_dict({
         "data": {"features_dir": str(tmp / "features")},
         "model": {"name": name, "text_encoder": "random:tiny", "dim": 16, "transformer_heads": 2, "head_hidden": 16,
-                  "dropout": 0.0, "max_tokens": 24, "tfn_hidden": 4},
+                  "dropout": 0.0, "max_tokens": 24, "tfn": {"hidden": 4}},
         "train": {"seeds": [0], "epochs": 1, "batch_size": 16, "num_threads": 1, "device": "cpu",
                   "max_batches": 2, "models_dir": str(tmp / "models"), "live_dir": str(tmp / "live")},
         "evaluate": {"batch_size": 8},

@@ -59,6 +59,17 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, model_and_cfg, make_batch)
     assert list(tmp_path.glob("seed_7/.*")) == []  # no temporary file left
 
 
+def test_checkpoint_of_an_earlier_version_with_flat_baseline_keys_still_loads(tmp_path, model_and_cfg):
+    model, cfg = model_and_cfg
+    ckpt = make(cfg, model)
+    flat = ckpt["config"]["model"]
+    flat["tfn_hidden"], flat["mag_layer"], flat["mag_beta"] = flat.pop("tfn")["hidden"], 0, 1.0
+    flat["lmf_rank"], flat["mult_layers"] = flat.pop("lmf")["rank"], flat.pop("mult")["layers"]
+    del flat["mag"]
+    save_checkpoint(tmp_path / "best.pt", ckpt)
+    assert checkpoint_config(load_checkpoint(tmp_path / "best.pt")) == cfg
+
+
 def test_extra_training_state_survives(tmp_path, model_and_cfg):
     model, cfg = model_and_cfg
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -109,6 +109,29 @@ def test_digest_changes_with_params():
     assert Config().digest() == Config().digest()
 
 
+def test_each_baseline_family_has_its_own_section():
+    cfg = load_params(ROOT / "params.yaml", ["model.tfn.hidden=8", "model.mag.layer=2", "model.mag.beta=0.5"])
+    assert (cfg.model.tfn.hidden, cfg.model.mag.layer, cfg.model.mag.beta) == (8, 2, 0.5)
+    assert (cfg.model.lmf.rank, cfg.model.mult.layers) == (4, 1)
+    with pytest.raises(ConfigError, match=r"'model.tfn.hidden' = 0 is out of range"):
+        load_params(ROOT / "params.yaml", ["model.tfn.hidden=0"])
+    with pytest.raises(ConfigError, match=r"unknown key 'model.lmf.hidden'"):
+        load_params(ROOT / "params.yaml", ["model.lmf.hidden=3"])
+
+
+@pytest.mark.parametrize("old, new", [("tfn_hidden", "tfn.hidden"), ("lmf_rank", "lmf.rank"),
+                                      ("mult_layers", "mult.layers"), ("mag_beta", "mag.beta"),
+                                      ("mag_layer", "mag.layer")])
+def test_keys_of_earlier_versions_name_their_new_place_or_migrate_when_stored(old, new):
+    with pytest.raises(ConfigError, match=rf"'model.{old}' is now 'model.{new}'; rename it"):
+        load_params(ROOT / "params.yaml", [f"model.{old}=2"])
+    stored = Config().to_dict()
+    section, key = new.split(".")
+    del stored["model"][section]
+    stored["model"][old] = 2
+    assert getattr(getattr(config_from_dict(stored, stored=True).model, section), key) == 2
+
+
 # ---------------------------------------------------------------- gaps found by fuzzing
 
 def test_exponent_without_a_dot_is_a_number():

@@ -8,7 +8,7 @@ decomposes W into r modality-specific factors per modality (eq. 5-6 of the LMF p
 
 with W_m^(i) of shape (d+1) x o, lambda the rank-combination weights (the LMF code's
 ``fusion_weights``) and b a bias. As in the LMF code for regression, the output width o is
-1: h is the prediction itself. r = ``model.lmf_rank``.
+1: h is the prediction itself. r = ``model.lmf.rank``.
 
 Parameters of the fusion: r * sum_m (d_m + 1) * o + r + o.
 """
@@ -56,7 +56,7 @@ class LMF(Baseline):
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
         super().__init__(cfg, dims, modalities)
         self.subnets = subnetworks(cfg, self.widths, cfg.dim)
-        self.fusion = LowRankFusion([cfg.dim] * len(self.modalities), cfg.lmf_rank)
+        self.fusion = LowRankFusion([cfg.dim] * len(self.modalities), cfg.lmf.rank)
 
     def predict(self, seqs: Sequences, batch: Batch) -> Tensor:
         zs = [self.subnets[m](*seqs[m]) for m in self.modalities]  # M x (B, d)

@@ -13,8 +13,8 @@ A_t, V_t the acoustic/visual rows of the piece's word (``batch["word_index"]``; 
 so the added shift alpha_t H_t never exceeds beta times the norm of the embedding it
 shifts. ||H_t|| is computed as sqrt(||H_t||^2 + eps^2) (eps = 1e-6), which keeps the rule
 and a finite gradient when H_t = 0. The gate sits on the embedding output
-(``model.mag_layer = 0``, the MAG code's choice) or after encoder layer k
-(``model.mag_layer = k``). The encoder is fine-tuned (``train.lr_text``); the prediction is
+(``model.mag.layer = 0``, the MAG code's choice) or after encoder layer k
+(``model.mag.layer = k``). The encoder is fine-tuned (``train.lr_text``); the prediction is
 Linear(Dropout(tanh(Linear([CLS] output)))), BERT's pooler and regression head (the pooler
 is freshly initialised: the project's encoder loader drops the pretrained one).
 
@@ -90,7 +90,7 @@ def _layers(bert: nn.Module) -> nn.ModuleList | None:
 
 
 class MAGBERT(BaseModel):
-    """The BERT-family encoder with a MAG at ``model.mag_layer``, then pooler and regression head."""
+    """The BERT-family encoder with a MAG at ``model.mag.layer``, then pooler and regression head."""
 
     two_phase = False
 
@@ -107,29 +107,29 @@ class MAGBERT(BaseModel):
                 f"model.text_encoder '{cfg.text_encoder}' ({type(self.bert).__name__}) exposes no embeddings/layer "
                 "list for the adaptation gate; use a BERT-family encoder"
             )
-        if cfg.mag_layer > len(layers):
+        if cfg.mag.layer > len(layers):
             raise ModelError(
-                f"model.mag_layer = {cfg.mag_layer}, but the text encoder has {len(layers)} layers; "
+                f"model.mag.layer = {cfg.mag.layer}, but the text encoder has {len(layers)} layers; "
                 f"use 0 (embedding output) to {len(layers)}"
             )
         hidden = int(self.bert.config.hidden_size)
         self.nonverbal = tuple(m for m in self.modalities if m != "language")
-        self.mag = MAG(hidden, {m: int(dims[m]) for m in self.nonverbal}, cfg.mag_beta, cfg.dropout)
+        self.mag = MAG(hidden, {m: int(dims[m]) for m in self.nonverbal}, cfg.mag.beta, cfg.dropout)
         self.pooler = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(hidden, 1)
         self.pad_id = int(getattr(self.bert.config, "pad_token_id", None) or 0)
         log.info("MAG-BERT: gate at %s, %d parameters (%d in the text encoder)",
-                 "the embedding output" if cfg.mag_layer == 0 else f"layer {cfg.mag_layer}",
+                 "the embedding output" if cfg.mag.layer == 0 else f"layer {cfg.mag.layer}",
                  count_parameters(self), count_parameters(self.bert))
 
     def gate_site(self) -> nn.Module:
         """The encoder module whose output the gate shifts."""
-        if self.cfg.mag_layer == 0:
+        if self.cfg.mag.layer == 0:
             return self.bert.embeddings
         layers = _layers(self.bert)
         assert layers is not None
-        return layers[self.cfg.mag_layer - 1]
+        return layers[self.cfg.mag.layer - 1]
 
     def forward(self, batch: Batch, drop: str | None = None) -> ModelOutput:
         self.check_drop(drop)

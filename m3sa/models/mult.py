@@ -5,7 +5,7 @@
    WordPiece outputs). Sequences keep their own lengths: MulT needs no alignment.
 2. For each target modality m and each other modality n, a cross-modal transformer
    CM_{n->m} (queries from m, keys/values from n; eq. 4-6 of the MulT paper) of
-   ``model.mult_layers`` layers; the M-1 outputs are concatenated, (B, T_m, (M-1) d).
+   ``model.mult.layers`` layers; the M-1 outputs are concatenated, (B, T_m, (M-1) d).
 3. A self-attention transformer of width (M-1) d over that sequence (MulT's
    ``trans_*_mem``), and its output at m's last valid step.
 4. The M targets' vectors are concatenated (M (M-1) d), passed through a residual block
@@ -31,7 +31,7 @@ class MulT(Baseline):
 
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
         super().__init__(cfg, dims, modalities)
-        d, heads, layers, p = cfg.dim, cfg.transformer_heads, cfg.mult_layers, cfg.dropout
+        d, heads, layers, p = cfg.dim, cfg.transformer_heads, cfg.mult.layers, cfg.dropout
         kernels = {"language": cfg.kernel_language, "acoustic": cfg.kernel_acoustic, "visual": cfg.kernel_visual}
         self.proj = nn.ModuleDict({m: TemporalConv(self.widths[m], d, kernels[m]) for m in self.modalities})
         self.input_dropout = nn.Dropout(p)

@@ -13,7 +13,7 @@ unimodal and bimodal terms. Sentiment inference: dropout -> Linear((h+1)^M -> di
 -> Linear(dim -> dim) -> ReLU -> Linear(dim -> 1), and the regression output is squashed
 to the label range as in the TFN code: y = 6 * sigmoid(o) - 3.
 
-h = ``model.tfn_hidden``. Parameters of the fusion layer: ((h+1)^M + 1) * dim.
+h = ``model.tfn.hidden``. Parameters of the fusion layer: ((h+1)^M + 1) * dim.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class TFN(Baseline):
 
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], modalities: tuple[str, ...]) -> None:
         super().__init__(cfg, dims, modalities)
-        h = cfg.tfn_hidden
+        h = cfg.tfn.hidden
         self.subnets = subnetworks(cfg, self.widths, h)
         self.post_fusion = nn.Sequential(
             nn.Dropout(cfg.dropout),
