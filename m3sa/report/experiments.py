@@ -60,7 +60,7 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def resolve(params: dict[str, Any]) -> dict[str, Any]:
     """Dotted params with every ``model.*`` key not given filled from :class:`ModelConfig`."""
-    defaults = {f"model.{k}": v for k, v in dataclasses.asdict(ModelConfig()).items()}
+    defaults = flatten({"model": dataclasses.asdict(ModelConfig())})
     return {**defaults, **flatten(params)}
 
 
