@@ -20,7 +20,7 @@ import torch
 from m3sa.checkpoint import load_checkpoint
 from m3sa.config import Config, config_from_dict
 from m3sa.data.dataset import load_split, load_tokenizer
-from m3sa.errors import TrainingError
+from m3sa.errors import ModelError, TrainingError
 from m3sa.models import build_model
 import m3sa.training.loop as training_loop
 from m3sa.training import Runtime, Trainer, build_optimizer, resume_digest, train, train_all
@@ -128,8 +128,6 @@ def test_unimodal_forward_matches_the_full_forward_in_eval(small):
 
 
 def test_single_phase_models_have_no_unimodal_forward(small):
-    from m3sa.errors import ModelError
-
     model = build_model(make_cfg(model={"name": "late_fusion"}).model, DIMS, MODS)
     batch = load_split(small, "valid", load_tokenizer("random:tiny"), 24).collate([0, 1])
     with pytest.raises(ModelError, match="one phase"):
