@@ -10,8 +10,11 @@ into place with ``os.replace``, so a crash never leaves a half-written file behi
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -68,7 +71,24 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     """Atomically ``torch.save`` a dict made by :func:`make_checkpoint`."""
     if checkpoint.get("format") != FORMAT:
         raise ValueError("save_checkpoint expects a dict built by make_checkpoint")
-    atomic_write(path, lambda fh: torch.save(checkpoint, fh))
+    path = Path(path)
+    atomic_write(path, lambda fh: _torch_save(checkpoint, fh, path.parent))
+
+
+def _torch_save(checkpoint: dict[str, Any], fh: Any, folder: Path) -> None:
+    """``torch.save``, with a failed write reported as the OSError it is: torch's zip writer
+    raises RuntimeError ("unexpected pos") when the disk fills, which would escape as a traceback."""
+    try:
+        torch.save(checkpoint, fh)
+    except RuntimeError as err:
+        try:
+            full = shutil.disk_usage(folder).free < 2**20
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from err
+        first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        raise OSError(f"torch.save failed: {first[:160]}") from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

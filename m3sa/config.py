@@ -465,7 +465,9 @@ def _moved_keys(raw: dict[str, Any], migrate: bool) -> dict[str, Any]:
     """``raw`` with the model keys of earlier versions moved to their sections (``migrate``,
     for stored configs) or a :class:`ConfigError` naming the new key (params)."""
     model = raw.get("model")
-    old = [k for k in MOVED_MODEL_KEYS if isinstance(model, dict) and k in model]
+    if not isinstance(model, dict):
+        return raw  # reported by validation
+    old = [k for k in MOVED_MODEL_KEYS if k in model]
     if not old:
         return raw
     if not migrate:
@@ -474,7 +476,8 @@ def _moved_keys(raw: dict[str, Any], migrate: bool) -> dict[str, Any]:
     model = dict(model)
     for k in old:
         section, key = MOVED_MODEL_KEYS[k]
-        model[section] = {**model.get(section, {}), key: model.pop(k)}
+        if isinstance(model.get(section, {}), dict):  # else left in place: validation names it
+            model[section] = {**model.get(section, {}), key: model.pop(k)}
     return {**raw, "model": model}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
+import types
 
 import pytest
 import torch
@@ -142,6 +144,27 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         atomic_write(path, broken)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+@pytest.mark.parametrize("free, reason", [(0, "No space left on device"), (2**40, "torch.save failed: .*unexpected pos")])
+def test_a_checkpoint_write_that_fails_is_one_output_error(tmp_path, model_and_cfg, monkeypatch, free, reason):
+    """A full disk makes torch's zip writer raise RuntimeError ("unexpected pos"), not OSError:
+    it must still become the project's one-line OutputError, leaving the previous file whole."""
+    model, cfg = model_and_cfg
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, make(cfg, model))
+    before = path.read_bytes()
+
+    def full_disk(obj, fh):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=free))
+    with pytest.raises(OutputError, match=rf"last\.pt: cannot write \({reason}"):
+        save_checkpoint(path, make(cfg, model))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_written_files_keep_the_mode_and_stay_writable_by_their_owner(tmp_path):
