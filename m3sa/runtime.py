@@ -3,7 +3,8 @@
 Training and evaluation both start here: :func:`resolve_device` turns ``train.device`` into
 a torch device, :func:`distributed_runtime` joins the process group under ``torchrun``
 (``WORLD_SIZE > 1``; gloo on CPU, NCCL on CUDA) and yields the :class:`Runtime` the loop
-talks to, and :func:`torch_settings` sets threads and deterministic kernels for a run.
+talks to, and :func:`torch_settings` sets threads, deterministic kernels and cuDNN attention
+for a run.
 """
 
 from __future__ import annotations
@@ -106,27 +107,36 @@ def distributed_runtime(cfg: Config) -> Iterator[Runtime]:
 
 
 @contextmanager
-def torch_settings(num_threads: int, deterministic: bool) -> Iterator[None]:
-    """Thread count and deterministic kernels for the duration of a run, restored afterwards."""
+def torch_settings(num_threads: int, deterministic: bool, cudnn_attention: bool = True) -> Iterator[None]:
+    """Thread count, deterministic kernels and cuDNN's attention kernels for the duration of a
+    run, restored afterwards."""
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
     try:
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if not cudnn_attention:
+            torch.backends.cuda.enable_cudnn_sdp(False)
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
 
 
 @contextmanager
 def run_settings(cfg: Config, rt: Runtime) -> Iterator[None]:
-    """:func:`torch_settings` for a training run of ``cfg`` on ``rt``:
-    ``train.num_threads`` (shared out under DDP on CPU) and deterministic kernels on CPU."""
-    with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu"):
+    """:func:`torch_settings` for a training run of ``cfg`` on ``rt``: ``train.num_threads``
+    (shared out under DDP on CPU), deterministic kernels on CPU, and no cuDNN attention on CUDA.
+    cuDNN builds an attention plan for each new sequence length, which cost seconds per length
+    on an H200 (bucketed batches bring dozens of lengths); the flash and memory-efficient
+    kernels need none (docs/benchmarks.md, "GPU check")."""
+    with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu",
+                        cudnn_attention=False):
         yield
 
 
