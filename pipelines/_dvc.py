@@ -125,8 +125,9 @@ def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_command(args: Sequence[str], cwd: str | Path, logger: logging.Logger | logging.LoggerAdapter | None = None,
-                check: bool = True, level: int = logging.INFO) -> CommandResult:
-    """Run ``args`` in ``cwd``, logging each output line (stdout and stderr merged) as it comes.
+                check: bool = True, level: int = logging.INFO, env: Mapping[str, str] | None = None) -> CommandResult:
+    """Run ``args`` in ``cwd``, logging each output line (stdout and stderr merged) as it comes;
+    ``env``: variables added to :func:`subprocess_env`'s.
 
     Raises :class:`DvcError` when the command exits non-zero and ``check`` is true.
     """
@@ -135,7 +136,7 @@ def run_command(args: Sequence[str], cwd: str | Path, logger: logging.Logger | l
     lines: list[str] = []
     start = time.perf_counter()
     logger.info("$ %s", _show(args))
-    with subprocess.Popen(list(args), cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
+    with subprocess.Popen(list(args), cwd=cwd, env=subprocess_env(env), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                           encoding="utf-8", errors="replace", bufsize=1) as proc:
         assert proc.stdout is not None
@@ -152,9 +153,24 @@ def run_command(args: Sequence[str], cwd: str | Path, logger: logging.Logger | l
 
 
 def run_dvc(args: Sequence[str], cwd: str | Path, logger: logging.Logger | logging.LoggerAdapter | None = None,
-            check: bool = True) -> CommandResult:
+            check: bool = True, env: Mapping[str, str] | None = None) -> CommandResult:
     """Run ``dvc <args>`` in ``cwd``, streaming its output to ``logger``."""
-    return run_command([dvc_executable(), *args], cwd, logger, check)
+    return run_command([dvc_executable(), *args], cwd, logger, check, env=env)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_share(jobs: int, environ: Mapping[str, str] | None = None, cores: int | None = None) -> dict[str, str]:
+    """Thread caps for ``jobs`` training runs at once on this machine: each gets its share of
+    the cores. Without them torch gives every run all the cores, and the runs' threads fight:
+    two runs on 2 cores trained at 3 samples/s each, against 28-36 with one thread each
+    (measured). Variables already set in ``environ`` (default: this process's) are kept."""
+    if jobs <= 1:
+        return {}
+    environ = os.environ if environ is None else environ
+    share = str(max(1, (cores or os.cpu_count() or 1) // jobs))
+    return {name: share for name in THREAD_VARIABLES if name not in environ}
 
 
 def capture(args: Sequence[str], cwd: str | Path) -> str:

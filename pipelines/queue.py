@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc
+from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc, thread_share
 from pipelines.grids import GRIDS as TABLES
 _ACTIVE = re.compile(r"\b(Queued|Running)\b")
 
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = queue_table(args.table, args.seeds, args.extra, cwd, args.force)
         print(f"queued {len(names)} experiments: {', '.join(names)}")
-        run_dvc(["queue", "start", "-j", str(args.jobs)], cwd)
+        threads = thread_share(args.jobs)  # the workers' runs share the cores
+        if threads:
+            print("each experiment's threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()))
+        run_dvc(["queue", "start", "-j", str(args.jobs)], cwd, env=threads)
         if args.no_wait:
             return 0
         wait_for_queue(cwd)

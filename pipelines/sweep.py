@@ -36,7 +36,7 @@ from prefect.futures import wait  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
-from pipelines._dvc import experiments, git, run_dvc  # noqa: E402
+from pipelines._dvc import experiments, git, run_dvc, thread_share  # noqa: E402
 from pipelines.grids import GRIDS, LABELS  # noqa: E402
 from pipelines.pipeline import retry_options, retry_transient  # noqa: E402
 
@@ -59,12 +59,21 @@ def make_task_runner(dask: str | None = None, jobs: int = 2) -> TaskRunner[Any]:
     from prefect_dask import DaskTaskRunner  # imported only when asked for: it is slow to load
 
     if dask.startswith("local"):
-        _, _, count = dask.partition(":")
-        workers = int(count) if count else jobs
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                              cluster_kwargs={"n_workers": runs_here(dask, jobs), "threads_per_worker": 1,
                                               "host": "127.0.0.1", "dashboard_address": None})
     return DaskTaskRunner(address=dask)
+
+
+def runs_here(dask: str | None, jobs: int) -> int:
+    """How many experiments run at once on this machine: ``jobs`` threads, or a local Dask
+    cluster's workers; 0 for a remote cluster (its machines are not this one)."""
+    if not dask:
+        return jobs
+    if dask.startswith("local"):
+        _, _, count = dask.partition(":")
+        return int(count) if count else jobs
+    return 0
 
 
 def resolve_grid(grid: str | dict[str, list[str]], variants: list[str] | None = None) -> dict[str, list[str]]:
@@ -99,9 +108,10 @@ def exp_run_args(name: str, overrides: list[str], copy_paths: list[str] | None =
 @task(task_run_name="dvc-exp-{name}", cache_policy=NO_CACHE, persist_result=False,
       retry_condition_fn=retry_transient)
 def run_variant(project_dir: str, name: str, overrides: list[str], copy_paths: list[str] | None = None,
-                overwrite: bool = False) -> str:
-    """``dvc exp run --temp -n <name> -S ...`` in ``project_dir``; returns ``name``."""
-    run_dvc(exp_run_args(name, overrides, copy_paths, overwrite), project_dir, get_run_logger())
+                overwrite: bool = False, env: dict[str, str] | None = None) -> str:
+    """``dvc exp run --temp -n <name> -S ...`` in ``project_dir`` (``env`` added to its
+    environment); returns ``name``."""
+    run_dvc(exp_run_args(name, overrides, copy_paths, overwrite), project_dir, get_run_logger(), env=env)
     return name
 
 
@@ -159,10 +169,10 @@ def _shared_api(dask: str | None) -> Iterator[None]:
 
 @flow(name="m3sa-sweep-variants")
 def _run_variants(project_dir: str, runs: dict[str, list[str]], copy_paths: list[str] | None, overwrite: bool,
-                  retries: int, retry_delay_seconds: float) -> dict[str, str]:
+                  retries: int, retry_delay_seconds: float, env: dict[str, str] | None = None) -> dict[str, str]:
     """Submit every variant to this flow's task runner; returns name -> error for failures."""
     variant = run_variant.with_options(**retry_options(retries, retry_delay_seconds))
-    futures = {name: variant.submit(project_dir, name, overrides, copy_paths, overwrite)
+    futures = {name: variant.submit(project_dir, name, overrides, copy_paths, overwrite, env)
                for name, overrides in runs.items()}
     wait(list(futures.values()))
     failed = {}
@@ -197,10 +207,12 @@ def sweep(project_dir: str = ".", grid: str | dict[str, list[str]] = "table3", v
         logger.warning("`dvc exp run --temp` copies only files known to git; untracked (invisible to the "
                        "runs unless listed in copy_paths): %s", ", ".join(untracked[:20]))
     runner = make_task_runner(dask, jobs)
-    logger.info("running %d experiment(s) with %s: %s", len(runs), type(runner).__name__, ", ".join(runs))
+    threads = thread_share(runs_here(dask, jobs))  # parallel runs on this machine share its cores
+    logger.info("running %d experiment(s) with %s%s: %s", len(runs), type(runner).__name__,
+                "".join(f", {k}={v}" for k, v in threads.items()), ", ".join(runs))
     with _shared_api(dask):
         failed = _run_variants.with_options(task_runner=runner)(root, runs, copy_paths, overwrite,
-                                                                retries, retry_delay_seconds)
+                                                                retries, retry_delay_seconds, threads)
     head = git(["rev-parse", "HEAD"], root)
     rows = {r.name: r for r in experiments(root) if r.baseline == head and r.rev != head and r.name in runs}
     results = []

@@ -32,3 +32,23 @@ def test_queue_table_commands(monkeypatch):
     calls.clear()
     queue.queue_table("table4", [0], [], Path("."))
     assert all("--force" not in args for args in calls)
+
+
+def test_parallel_runs_share_the_cores_and_user_settings_win():
+    from pipelines._dvc import thread_share
+
+    assert thread_share(1, environ={}, cores=16) == {}
+    assert thread_share(2, environ={}, cores=2) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert thread_share(3, environ={}, cores=16) == {"OMP_NUM_THREADS": "5", "MKL_NUM_THREADS": "5"}
+    assert thread_share(4, environ={}, cores=2) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert thread_share(2, environ={"OMP_NUM_THREADS": "2"}, cores=2) == {"MKL_NUM_THREADS": "1"}
+
+
+def test_queue_workers_start_with_their_share_of_the_cores(monkeypatch, tmp_path):
+    calls: list[tuple[list[str], dict]] = []
+    monkeypatch.setattr(queue, "queue_table", lambda *a, **k: ["table3-full-soft"])
+    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: calls.append((list(args), env)))
+    monkeypatch.setattr(queue, "thread_share", lambda jobs: {"OMP_NUM_THREADS": str(8 // jobs)})
+    monkeypatch.chdir(tmp_path)
+    assert queue.main(["table3", "--jobs", "4", "--no-wait"]) == 0
+    assert calls == [(["queue", "start", "-j", "4"], {"OMP_NUM_THREADS": "2"})]

@@ -10,7 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from m3sa.config import load_params
 from pipelines._dvc import experiments
 from pipelines.grids import GRIDS, LABELS, TABLE3, TABLE4
-from pipelines.sweep import exp_run_args, make_task_runner, resolve_grid, summary_markdown, sweep
+from pipelines.sweep import exp_run_args, make_task_runner, resolve_grid, runs_here, summary_markdown, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +53,13 @@ def test_exp_run_args():
     assert exp_run_args("t3-a", ["model.filter=hard", "train.seeds=[0]"], ["data/extra"], overwrite=True) == [
         "exp", "run", "--temp", "-n", "t3-a", "-S", "model.filter=hard", "-S", "train.seeds=[0]",
         "-C", "data/extra", "--force"]
+
+
+def test_runs_on_this_machine_count_threads_or_local_workers_not_remote_ones():
+    assert runs_here(None, 3) == 3
+    assert runs_here("local:4", 2) == 4
+    assert runs_here("local", 2) == 2
+    assert runs_here("tcp://10.0.0.5:8786", 2) == 0  # not this machine's cores: no caps
 
 
 def test_task_runner_choice():
