@@ -26,6 +26,8 @@ from pathlib import Path
 from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc, thread_share
 from pipelines.grids import GRIDS as TABLES
 _ACTIVE = re.compile(r"\b(Queued|Running)\b")
+_WORKERS = re.compile(r"Worker status:\s*(\d+) active,\s*(\d+) idle")
+log = logging.getLogger("pipelines.queue")
 
 
 def queue_table(table: str, seeds: list[int], extra: list[str], cwd: Path, force: bool = False) -> list[str]:
@@ -50,9 +52,34 @@ def failed_lines(status: str, names: list[str]) -> list[str]:
             if re.search(r"\bFailed\b", line) and any(w.search(line) for w in wanted)]
 
 
-def wait_for_queue(cwd: Path, poll_s: float = 10.0) -> None:
-    """Block until ``dvc queue status`` shows nothing queued or running."""
-    while _ACTIVE.search(capture([dvc_executable(), "queue", "status"], cwd)):
+def stalled(status: str) -> bool:
+    """Experiments wait in ``dvc queue status`` but no worker is alive to run them."""
+    workers = _WORKERS.search(status)
+    return (workers is not None and workers.groups() == ("0", "0")
+            and re.search(r"\bQueued\b", status) is not None and re.search(r"\bRunning\b", status) is None)
+
+
+def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, poll_s: float = 10.0,
+                   restarts: int = 3) -> bool:
+    """Block until ``dvc queue status`` shows nothing queued or running; True then.
+
+    DVC's file-based broker can kill a worker mid-queue (an empty message file read as JSON,
+    seen here), leaving experiments queued with no worker. After three polls in a row that
+    show no worker (workers just started may not show yet), workers are started again, up to
+    ``restarts`` times; False when they keep dying."""
+    idle_polls = 0
+    while True:
+        status = capture([dvc_executable(), "queue", "status"], cwd)
+        if not _ACTIVE.search(status):
+            return True
+        idle_polls = idle_polls + 1 if stalled(status) else 0
+        if idle_polls == 3:
+            if restarts == 0:
+                return False
+            restarts -= 1
+            idle_polls = 0
+            log.warning("experiments are queued but no queue worker is alive; starting %d again", jobs)
+            run_dvc(["queue", "start", "-j", str(jobs)], cwd, env=env)
         time.sleep(poll_s)
 
 
@@ -77,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dvc(["queue", "start", "-j", str(args.jobs)], cwd, env=threads)
         if args.no_wait:
             return 0
-        wait_for_queue(cwd)
+        if not wait_for_queue(cwd, args.jobs, threads):
+            print("error: queue: the queue workers keep dying with experiments still queued; see "
+                  ".dvc/tmp/exps/celery/*.out, then `dvc queue start` or run this again", file=sys.stderr)
+            return 2
         failed = failed_lines(capture([dvc_executable(), "queue", "status"], cwd), names)
         if failed:
             print("some experiments failed (`dvc queue logs <name>` shows why):\n" + "\n".join(failed), file=sys.stderr)

@@ -52,3 +52,26 @@ def test_queue_workers_start_with_their_share_of_the_cores(monkeypatch, tmp_path
     monkeypatch.chdir(tmp_path)
     assert queue.main(["table3", "--jobs", "4", "--no-wait"]) == 0
     assert calls == [(["queue", "start", "-j", "4"], {"OMP_NUM_THREADS": "2"})]
+
+
+RUNNING = "Task  Name  Created  Status\na1  table3-x  10:00 AM  Running\nb2  table3-y  10:00 AM  Queued\n\nWorker status: 1 active, 0 idle\n"
+STALLED = "Task  Name  Created  Status\nb2  table3-y  10:00 AM  Queued\nc3  table3-x  10:00 AM  Success\n\nWorker status: 0 active, 0 idle\n"
+DONE = "Task  Name  Created  Status\nb2  table3-y  10:00 AM  Success\n\nWorker status: 0 active, 0 idle\n"
+
+
+def test_a_queue_whose_workers_died_is_restarted_not_waited_on_forever(monkeypatch):
+    assert queue.stalled(STALLED) and not queue.stalled(RUNNING) and not queue.stalled(DONE)
+    statuses = iter([RUNNING, STALLED, STALLED, STALLED, RUNNING, DONE])
+    starts: list[tuple[list[str], dict | None]] = []
+    monkeypatch.setattr(queue, "capture", lambda args, cwd: next(statuses))
+    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: starts.append((list(args), env)))
+    assert queue.wait_for_queue(Path("."), jobs=2, env={"OMP_NUM_THREADS": "1"}, poll_s=0) is True
+    assert starts == [(["queue", "start", "-j", "2"], {"OMP_NUM_THREADS": "1"})]  # once, after 3 stalled polls
+
+
+def test_workers_that_keep_dying_end_the_wait(monkeypatch):
+    monkeypatch.setattr(queue, "capture", lambda args, cwd: STALLED)
+    starts: list[list[str]] = []
+    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: starts.append(list(args)))
+    assert queue.wait_for_queue(Path("."), jobs=1, poll_s=0, restarts=2) is False
+    assert len(starts) == 2
