@@ -59,6 +59,11 @@ def stalled(status: str) -> bool:
             and re.search(r"\bQueued\b", status) is not None and re.search(r"\bRunning\b", status) is None)
 
 
+def start_workers(cwd: Path, jobs: int, env: dict[str, str] | None = None) -> None:
+    """``dvc queue start -j jobs`` with ``env`` (the runs' thread caps) added to the workers' environment."""
+    run_dvc(["queue", "start", "-j", str(jobs)], cwd, env=env)
+
+
 def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, poll_s: float = 10.0,
                    restarts: int = 3) -> bool:
     """Block until ``dvc queue status`` shows nothing queued or running; True then.
@@ -79,7 +84,7 @@ def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, 
             restarts -= 1
             idle_polls = 0
             log.warning("experiments are queued but no queue worker is alive; starting %d again", jobs)
-            run_dvc(["queue", "start", "-j", str(jobs)], cwd, env=env)
+            start_workers(cwd, jobs, env)
         time.sleep(poll_s)
 
 
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = thread_share(args.jobs)  # the workers' runs share the cores
         if threads:
             print("each experiment's threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()))
-        run_dvc(["queue", "start", "-j", str(args.jobs)], cwd, env=threads)
+        start_workers(cwd, args.jobs, threads)
         if args.no_wait:
             return 0
         if not wait_for_queue(cwd, args.jobs, threads):

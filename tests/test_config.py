@@ -132,12 +132,12 @@ def test_keys_of_earlier_versions_name_their_new_place_or_migrate_when_stored(ol
     assert getattr(getattr(config_from_dict(stored, stored=True).model, section), key) == 2
 
 
-
 @pytest.mark.parametrize("section", [None, 3, "x"])
 def test_stored_flat_key_beside_a_section_that_is_no_mapping_is_one_config_error(section):
     stored = {"model": {"tfn_hidden": 8, "tfn": section}}  # a checkpoint is untrusted input
     with pytest.raises(ConfigError, match="model.tfn"):
         config_from_dict(stored, stored=True)
+
 
 # ---------------------------------------------------------------- gaps found by fuzzing
 
