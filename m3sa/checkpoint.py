@@ -87,8 +87,7 @@ def _torch_save(checkpoint: dict[str, Any], fh: Any, folder: Path) -> None:
             full = False
         if full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from err
-        first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
-        raise OSError(f"torch.save failed: {first[:160]}") from err
+        raise OSError(f"torch.save failed: {str(err)[:160]}") from err  # os_reason shows its first line
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
