@@ -82,6 +82,18 @@ def per_segment_filters(models_dir: Path, cfg, data, features: Path, seed: int) 
     return out
 
 
+def valid_predictions(models_dir: Path, cfg, data, seed: int) -> dict[str, Any]:
+    """The selected checkpoint's prediction per valid segment ({segment_id: pred}), for paired
+    per-segment comparisons between systems (m3sa.significance)."""
+    from m3sa.checkpoint import load_model
+    from m3sa.evaluation import predict
+
+    model, _, _ = load_model(models_dir / f"seed_{seed}" / "best.pt", torch.device("cpu"))
+    preds = predict(model, data.valid, cfg.evaluate.batch_size, torch.device("cpu"))
+    return {"segment_id": list(data.valid.segment_ids), "label": [float(v) for v in data.valid.labels.numpy()],
+            "pred": [float(v) for v in preds.pred]}
+
+
 def run_system(name: str, seeds: list[int], extra: list[str], features: Path, workdir: Path, data_cache: dict,
                results: dict, save) -> None:
     cfg = load_params(ROOT / "params.yaml", [f"data.features_dir={features}", *SYSTEMS[name][1], *extra])
@@ -98,6 +110,7 @@ def run_system(name: str, seeds: list[int], extra: list[str], features: Path, wo
         row = {"valid": r["best_valid_metrics"], "filter": r["best_filter"], "collapsed": r["collapsed"],
                "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"], "wall_s": time.perf_counter() - t0,
                "curve": r["curve"]}
+        row["valid_predictions"] = valid_predictions(out / "models", cfg, data, seed)
         try:
             row["segments"] = per_segment_filters(out / "models", cfg, data, features, seed)
         except Exception as err:  # the per-segment split is an extra; never lose the seed's result
