@@ -58,6 +58,19 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
     return table.to(dtype)
 
 
+def encoder_mask(encoder: nn.Module, mask: Tensor) -> Tensor:
+    """The attention mask to hand the text encoder for a (B, T) bool padding ``mask``.
+
+    Under SDPA attention (transformers' default) the (B, 1, T, T) boolean mask transformers
+    would build from the 2-D one, given ready-made: built by transformers, it first tests
+    ``mask.all()`` on the host to skip the mask of an unpadded batch, a device
+    synchronisation in every forward. Other attention implementations get the 2-D mask.
+    """
+    if getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa":
+        return mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+    return mask.long()
+
+
 class LanguageNetwork(nn.Module):
     """F_l (eq. 22): BERT encoder -> Conv1D(hidden -> d, K_l) -> last valid step.
 
@@ -74,7 +87,8 @@ class LanguageNetwork(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         mask = batch["attention_mask"].bool()  # (B, T_tok)
         kwargs = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
-        hidden = self.bert(input_ids=batch["input_ids"], attention_mask=mask.long(), **kwargs).last_hidden_state
+        hidden = self.bert(input_ids=batch["input_ids"], attention_mask=encoder_mask(self.bert, mask),
+                           **kwargs).last_hidden_state
         seq = self.conv(self.dropout(hidden), mask)  # (B, T_tok, d)
         return last_valid_step(seq, mask)  # (B, d)
 

@@ -32,9 +32,13 @@ from m3sa.training.curves import Curves
 from m3sa.training.data import TrainingData, load_training_data
 from m3sa.training.optim import lr_factor, set_lr
 from m3sa.training.resume import TrainState, kept, resume_digest, try_resume
-from m3sa.training.step import NonFiniteLoss, Trainer
+from m3sa.training.step import LossTally, NonFiniteLoss, Trainer
 
 log = logging.getLogger(__name__)
+
+# Loss statistics stay on the device during an epoch; they are read (with the non-finite
+# check) every READ_EVERY batches and at the end of the epoch, never inside a step.
+READ_EVERY = 25
 
 
 def train_all(cfg: Config, features_dir: str | Path | None = None, models_dir: str | Path | None = None,
@@ -171,8 +175,7 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
         batches = batches[: tc.max_batches]
     total = tc.epochs * len(batches)
     local = [b[rt.rank::rt.world] for b in batches]
-    sums: dict[str, float] = {}
-    seen = 0
+    tally = LossTally()
     wait = 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=True if not rt.main else None,
@@ -185,21 +188,15 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
             wait += time.perf_counter() - t
             set_lr([trainer.opt_all, trainer.opt_uni],
                    lr_factor((epoch - 1) * len(batches) + i, total, tc.schedule, tc.warmup_ratio))
-            try:
-                stats = trainer.step(batch, share=len(local[i]) / len(gbatch))
-            except NonFiniteLoss as err:
-                err.batch = i + 1
-                raise
-            n = len(gbatch)
-            seen += n
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v * n
+            tally.add(trainer.step(batch, share=len(local[i]) / len(gbatch)), len(gbatch), i + 1)
             bar.update(1)
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{stats['loss_multimodal']:.3f}")
+            if (i + 1) % READ_EVERY == 0:  # the only reads from the device: every READ_EVERY batches
+                tally.check()
+                bar.set_postfix(loss=f"{tally.current('loss_multimodal'):.3f}")
+        tally.check()
     finally:
         bar.close()
-    return {k: v / max(seen, 1) for k, v in sums.items()}, seen, time.perf_counter() - start, wait, len(batches)
+    return tally.means(), tally.seen, time.perf_counter() - start, wait, len(batches)
 
 
 def _validate(trainer: Trainer, valid: SplitData, cfg: Config, rt: Runtime, seed: int, epoch: int,

@@ -15,11 +15,17 @@ For each batch of a two-phase model (M3SA):
 Single-phase systems (late fusion and the other baselines) run phase 2 only. Under DDP each
 rank holds ``share`` of the global batch; its loss is weighted by ``share * world`` so that
 the averaged gradient equals the single-process one.
+
+A step never waits for the device: it returns its loss statistics as one detached tensor on
+the device (:class:`StepStats`), with no ``.item()``, ``.tolist()`` or finiteness test on the
+host. The training loop sums them on the device and reads them, with a record of the first
+batch whose loss was NaN or infinite, every few batches and at the end of an epoch
+(:class:`LossTally`), so the CPU keeps queueing kernels while the GPU runs.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,11 +41,80 @@ from m3sa.training.optim import build_optimizer, unique_trainable
 class NonFiniteLoss(Exception):
     """A loss was NaN or infinite (the loop turns it into a TrainingError with its context)."""
 
-    def __init__(self, what: str, value: float) -> None:
+    def __init__(self, what: str, value: float, batch: int | None = None) -> None:
         super().__init__(what)
         self.what = what
         self.value = value
-        self.batch: int | None = None
+        self.batch = batch
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One step's loss statistics: ``values[i]`` is the batch mean of ``names[i]``, a detached
+    float tensor on the device; ``checked`` pairs each phase's name with the index of its
+    objective in ``values`` (the value whose finiteness the loop checks)."""
+
+    names: tuple[str, ...]
+    values: Tensor  # (len(names),)
+    checked: tuple[tuple[str, int], ...]
+
+    @staticmethod
+    def join(parts: list[StepStats]) -> StepStats:
+        """The phases' statistics of one step as one (their indices shifted)."""
+        checked, offset = [], 0
+        for p in parts:
+            checked += [(what, i + offset) for what, i in p.checked]
+            offset += len(p.names)
+        return StepStats(tuple(n for p in parts for n in p.names), torch.cat([p.values for p in parts]),
+                         tuple(checked))
+
+
+class LossTally:
+    """Sums of :class:`StepStats` weighted by batch size, and the first non-finite objective,
+    kept on the device; :meth:`check` and :meth:`means` are the only reads to the host."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self.checked: tuple[tuple[str, int], ...] = ()
+        self.sums: Tensor | None = None
+        self.seen = 0
+        self.first_bad: Tensor | None = None  # [batch number (0 = none), value, phase index]
+        self._objectives: Tensor | None = None  # indices of the phases' objectives in the values
+
+    def add(self, stats: StepStats, n: int, batch: int) -> None:
+        """Add batch number ``batch`` (1-based) of ``n`` samples; no host synchronisation."""
+        values = stats.values.double()  # float64 sums: the same as summing the values as Python floats
+        if self.sums is None:
+            self.names, self.checked = stats.names, stats.checked
+            self.sums = torch.zeros_like(values)
+            self.first_bad = torch.zeros(3, dtype=values.dtype, device=values.device)
+            self._objectives = torch.tensor([i for _, i in self.checked], device=values.device)
+        assert self.first_bad is not None
+        self.sums += values * n
+        self.seen += n
+        objectives = values.index_select(0, self._objectives)  # (phases,)
+        bad = ~torch.isfinite(objectives)
+        phase = torch.argmax(bad.to(torch.uint8))  # the first phase that went non-finite
+        record = torch.stack([torch.full_like(objectives[0], float(batch)), objectives[phase], phase.to(values.dtype)])
+        self.first_bad = torch.where(bad.any() & (self.first_bad[0] == 0), record, self.first_bad)
+
+    def check(self) -> None:
+        """Raise :class:`NonFiniteLoss` for the first batch whose objective was NaN or infinite."""
+        if self.first_bad is None:
+            return
+        batch, value, phase = self.first_bad.tolist()
+        if batch:
+            raise NonFiniteLoss(self.checked[int(phase)][0], value, int(batch))
+
+    def means(self) -> dict[str, float]:
+        """Sample-weighted means of every statistic so far ({} before the first batch)."""
+        if self.sums is None:
+            return {}
+        return dict(zip(self.names, (self.sums / max(self.seen, 1)).tolist()))
+
+    def current(self, name: str) -> float:
+        """The running mean of one statistic (for a progress bar)."""
+        return self.means().get(name, float("nan"))
 
 
 class Trainer:
@@ -61,16 +136,14 @@ class Trainer:
             self.uni_params = unique_trainable(p for ps in model.unimodal_parameters().values() for p in ps)
             self.opt_uni = build_optimizer(cfg.train, self.uni_params, text, fused, decay=False)
 
-    def step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
+    def step(self, batch: dict[str, Tensor], share: float = 1.0) -> StepStats:
         """Both phases on one batch; ``share`` = local batch size / global batch size."""
         self.net.train()
-        stats: dict[str, float] = {}
-        if self.two_phase:
-            stats.update(self.unimodal_step(batch, share))
-        stats.update(self.multimodal_step(batch, share))
-        return stats
+        parts = [self.unimodal_step(batch, share)] if self.two_phase else []
+        parts.append(self.multimodal_step(batch, share))
+        return StepStats.join(parts)
 
-    def unimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
+    def unimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> StepStats:
         """Phase 1: the (modulated) unimodal losses (eq. 10-13) update F_m and C only."""
         assert self.opt_uni is not None
         self.opt_uni.zero_grad(set_to_none=True)
@@ -80,12 +153,10 @@ class Trainer:
         global_mean = self._global_mean if self.rt.distributed else None
         loss = losses.unimodal_objective(per_sample, self.cfg.model, global_mean)  # eq. 10-13
         vals = self._reduce(torch.cat([loss.reshape(1), per_sample.mean(1)]), share)
-        if not math.isfinite(vals[0]):
-            raise NonFiniteLoss("unimodal", vals[0])
         self._backward_step(loss, share, self.uni_params, self.opt_uni)
-        return {"loss_unimodal": vals[0], **{f"loss_{m}": v for m, v in zip(self.core.modalities, vals[1:])}}
+        return StepStats(("loss_unimodal", *(f"loss_{m}" for m in self.core.modalities)), vals, (("unimodal", 0),))
 
-    def multimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> dict[str, float]:
+    def multimodal_step(self, batch: dict[str, Tensor], share: float = 1.0) -> StepStats:
         """Phase 2: l_M (eq. 9) + weighted l_p (eq. 19) + weighted sparsity prior update the whole model."""
         self.opt_all.zero_grad(set_to_none=True)
         with autocast_for(self.rt.device):
@@ -94,10 +165,8 @@ class Trainer:
         penalty, l0 = penalty.float().to(lm.device), l0.float().to(lm.device)
         loss = lm + self.cfg.train.penalty_weight * penalty + self.cfg.train.sparsity_weight * l0
         vals = self._reduce(torch.stack([loss, lm, penalty, l0]), share)
-        if not math.isfinite(vals[0]):
-            raise NonFiniteLoss("multimodal", vals[0])
         self._backward_step(loss, share, self.all_params, self.opt_all)
-        return {"loss": vals[0], "loss_multimodal": vals[1], "penalty": vals[2], "expected_l0": vals[3]}
+        return StepStats(("loss", "loss_multimodal", "penalty", "expected_l0"), vals, (("multimodal", 0),))
 
     # -- helpers -----------------------------------------------------------------
 
@@ -108,9 +177,9 @@ class Trainer:
             nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         opt.step()
 
-    def _reduce(self, values: Tensor, share: float) -> list[float]:
-        """Batch means over all ranks: local means weighted by the local share of the batch."""
-        return self.rt.sum_(values.detach().float() * share).tolist()
+    def _reduce(self, values: Tensor, share: float) -> Tensor:
+        """Batch means over all ranks (on the device): local means weighted by the local share."""
+        return self.rt.sum_(values.detach().float() * share)
 
     def _global_mean(self, w: Tensor) -> Tensor:
         """(M, B) -> (M,) mean over the global batch (all ranks' shares), without gradient."""
