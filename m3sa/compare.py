@@ -2,7 +2,9 @@
 
 Pure functions over the JSON DVC prints: flatten it into one record per revision
 (name, params, metrics mean and std), find the params that differ, and render a Markdown
-table with the best value per metric marked. The CLI lives in ``stages/compare.py``.
+table with the best value per metric marked; :func:`paired_table` renders the paired
+comparisons of :mod:`m3sa.significance` against a reference. The CLI lives in
+``stages/compare.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from m3sa.errors import M3SAError
+from m3sa.significance import (BOOTSTRAP, LOWER_IS_BETTER, METHOD_NOTE, NO_DIFFERENCE, PAIRED, SEED_METRICS,
+                               SEGMENT_METRICS, WELCH, RowComparison, fmt_p)
 
 METRIC_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0")
-LOWER_IS_BETTER = frozenset({"mae"})
+METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc2_non0": "Acc2 (non0)"}
 
 
 @dataclass
@@ -23,7 +27,7 @@ class Record:
     name: str
     rev: str
     params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> mean, std (per_seed when DVC gives it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rev": self.rev, "params": self.params, "metrics": self.metrics}
@@ -43,12 +47,14 @@ def _record(entry: dict[str, Any], name: str) -> Record:
     params: dict[str, Any] = {}
     for file_data in (data.get("params") or {}).values():
         params.update(_flatten((file_data or {}).get("data") or {}))
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    metrics: dict[str, dict[str, Any]] = {}
     for path, file_data in (data.get("metrics") or {}).items():
         content = (file_data or {}).get("data") or {}
         if isinstance(content.get("mean"), dict):
             stem = path.rsplit("/", 1)[-1].removesuffix(".json")
             metrics[stem] = {"mean": dict(content["mean"]), "std": dict(content.get("std") or {})}
+            if isinstance(content.get("per_seed"), list):
+                metrics[stem]["per_seed"] = list(content["per_seed"])
     return Record(name=name, rev=str(entry.get("rev", "")), params=params, metrics=metrics)
 
 
@@ -122,3 +128,30 @@ def comparison_table(records: list[Record], split: str = "test", metrics: tuple[
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     note = f"\n\n{split} metrics, mean ± std over seeds; best per metric in bold (MAE: lowest, others: highest)."
     return "\n".join(lines) + note
+
+
+def paired_table(reference: str, rows: list[RowComparison], seed_metrics: tuple[str, ...] = SEED_METRICS,
+                 segment_metrics: tuple[str, ...] = SEGMENT_METRICS, segments: str = "test segments") -> str:
+    """Markdown: per row and metric the paired t over seeds (with the unpaired Welch t beside
+    it) and the paired bootstrap over ``segments``, each against ``reference``."""
+    header = ["experiment", "metric", "test", "n", f"difference vs {reference}", "95 % CI", "p", "p (Holm)",
+              "verdict", "unpaired (Welch): 95 % CI, p (Holm)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        plan = [(m, PAIRED) for m in seed_metrics] + [(m, BOOTSTRAP) for m in segment_metrics]
+        for metric, method in plan:
+            d = row.cells.get((metric, method))
+            if d is None:
+                continue
+            test = method if method == PAIRED else f"{BOOTSTRAP} ({segments})"
+            cells = [row.name, METRIC_LABELS.get(metric, metric), test]
+            if d.ok:
+                cells += [str(d.n), f"{d.diff:+.3f}", f"{d.low:+.3f} to {d.high:+.3f}", fmt_p(d.p), fmt_p(d.p_holm),
+                          d.verdict if d.verdict == NO_DIFFERENCE else f"**{d.verdict}**"]
+            else:
+                cells += ["–", f"cannot compare: {d.reason}", "–", "–", "–", "–"]
+            w = row.cells.get((metric, WELCH)) if method == PAIRED else None
+            cells.append("–" if w is None else (f"{w.low:+.3f} to {w.high:+.3f}, p {fmt_p(w.p_holm)}" if w.ok
+                                                else "cannot compare"))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + METHOD_NOTE

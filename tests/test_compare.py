@@ -62,3 +62,98 @@ def test_unknown_name_is_a_clear_error():
 def test_malformed_exp_show_entries_are_a_clear_error(payload):
     with pytest.raises(M3SAError, match="dvc exp show --json: an entry has an unexpected shape"):
         records_from_exp_show(payload)
+
+
+# ------------------------------------------------------------------ --against: paired comparisons from git revisions
+
+def _git(repo, *args):
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def _commit_run(repo, rng, labels, gap, seeds=(0, 1, 2, 3, 4), with_plots=True):
+    """metrics/test.json (per seed) and plots/predictions.csv of one run, committed; returns the sha."""
+    import json
+
+    from m3sa.metrics import regression_metrics
+
+    lines, per_seed = ["segment_id,seed,label,pred"], []
+    for s in seeds:
+        pred = 0.7 * labels + rng.normal(0, 0.5, labels.size) + gap * rng.uniform(0.5, 1.5, labels.size)
+        lines += [f"v{i},{s},{y:.6g},{p:.6g}" for i, (y, p) in enumerate(zip(labels, pred))]
+        per_seed.append({"seed": s, **regression_metrics(pred, labels)})
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics/test.json").write_text(json.dumps({"mean": {}, "std": {}, "per_seed": per_seed}))
+    (repo / "plots").mkdir(exist_ok=True)
+    if with_plots:
+        (repo / "plots/predictions.csv").write_text("\n".join(lines) + "\n")
+    elif (repo / "plots/predictions.csv").exists():
+        _git(repo, "rm", "-q", "plots/predictions.csv")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", f"gap {gap}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture()
+def two_revision_repo(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    rng = np.random.default_rng(0)
+    labels = np.round(rng.uniform(-3, 3, 120) * 3) / 3
+    ref = _commit_run(repo, rng, labels, 0.0)
+    worse = _commit_run(repo, rng, labels, 0.6)  # predictions shifted up: MAE clearly worse
+    few = _commit_run(repo, rng, labels, 0.0, seeds=(0, 1), with_plots=False)
+    payload = [_rev(few, "main", "soft", 0.8, 0.7, exps=[
+        {"name": "ref", "revs": [_rev(ref, "ref", "soft", 0.80, 0.70)]},
+        {"name": "worse", "revs": [_rev(worse, "worse", "hard", 0.90, 0.70)]}])]
+    (tmp_path / "exp.json").write_text(json.dumps(payload))
+    monkeypatch.chdir(repo)
+    return tmp_path / "exp.json"
+
+
+def test_against_prints_paired_verdicts_from_git_revisions(two_revision_repo, capsys):
+    from stages import compare as stage
+
+    stage.main(["worse", "main", "--json", str(two_revision_repo), "--against", "ref"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].startswith("| ref |")  # the reference row first
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in out.splitlines() if line.startswith("| ")}
+    mae_t = rows["worse", "MAE", "paired t"]
+    assert "| 5 |" in mae_t and "**worse**" in mae_t
+    assert "**worse**" in rows["worse", "MAE", "bootstrap (test segments)"]
+    assert "| 120 |" in rows["worse", "MAE", "bootstrap (test segments)"]
+    few = rows["main", "MAE", "paired t"]
+    assert "cannot compare: 2 shared seeds (0, 1); the t test over seeds needs 3" in few
+    assert "cannot compare: main: plots/predictions.csv is not committed at" in rows["main", "MAE", "bootstrap (test segments)"]
+    assert "Holm-corrected over the rows" in out
+
+
+def test_against_a_single_row_or_unknown_reference_is_one_line(two_revision_repo, capsys):
+    from stages import compare as stage
+
+    for argv, msg in ((["ref", "--against", "ref"], "nothing to compare against 'ref'"),
+                      (["ref", "--against", "nope"], "no experiment or commit named 'nope'")):
+        with pytest.raises(SystemExit) as err:
+            stage.main([*argv, "--json", str(two_revision_repo)])
+        assert err.value.code == 2
+        assert msg in capsys.readouterr().err
+
+
+def test_paired_table_renders_cannot_compare_and_welch():
+    from m3sa.compare import paired_table
+    from m3sa.significance import SystemResults, compare_to_reference
+
+    ref = SystemResults("ref", {str(s): {"mae": 0.8 + 0.01 * s, "corr": 0.7, "acc2_non0": 0.8} for s in range(4)})
+    row = SystemResults("b", {str(s): {"mae": 0.85 + 0.01 * s + 0.001 * (s % 2), "corr": 0.7, "acc2_non0": 0.8}
+                              for s in range(4)})
+    table = paired_table("ref", compare_to_reference(ref, [row]))
+    mae = next(line for line in table.splitlines() if line.startswith("| b | MAE | paired t"))
+    assert "| 4 | +0.050 | +0.050 to +0.051 |" in mae and "**worse**" in mae and mae.endswith("|") and ", p " in mae.split("|")[-2]
+    assert "| b | MAE | bootstrap (test segments) | – | cannot compare: b: no per-segment predictions |" in table
