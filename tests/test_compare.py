@@ -157,3 +157,53 @@ def test_paired_table_renders_cannot_compare_and_welch():
     mae = next(line for line in table.splitlines() if line.startswith("| b | MAE | paired t"))
     assert "| 4 | +0.050 | +0.050 to +0.051 |" in mae and "**worse**" in mae and mae.endswith("|") and ", p " in mae.split("|")[-2]
     assert "| b | MAE | bootstrap (test segments) | – | cannot compare: b: no per-segment predictions |" in table
+
+
+# ------------------------------------------------------------------ benchmarks/quality_bench.py --report-only
+
+def _bench_json(path, systems, rng, labels):
+    import json
+
+    from m3sa.metrics import regression_metrics
+
+    out = {}
+    for name, gap in systems.items():
+        for seed in range(5):
+            pred = 0.7 * labels + rng.normal(0, 0.4, labels.size) + gap
+            out.setdefault(name, {})[str(seed)] = {
+                "valid": regression_metrics(pred, labels), "filter": {}, "collapsed": None, "best_epoch": 1,
+                "epochs_run": 2, "wall_s": 1.0, "curve": [],
+                "valid_predictions": {"segment_id": [f"s{i}" for i in range(labels.size)],
+                                      "label": labels.tolist(), "pred": pred.tolist()}}
+    path.write_text(json.dumps(out))
+
+
+def test_quality_bench_report_only_merges_json_files_and_compares(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("quality_bench", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks/quality_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    labels = np.round(rng.uniform(-3, 3, 150) * 3) / 3
+    _bench_json(tmp_path / "a.json", {"m3sa": 0.0, "text_only": 0.0}, rng, labels)
+    _bench_json(tmp_path / "b.json", {"wo_ml": 0.5}, rng, labels)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f/meta.json").write_text(json.dumps({"counts": {"valid": 150}, "modalities": ["language"]}))
+    argv = ["--features", str(tmp_path / "f"), "--systems", "m3sa", "text_only", "wo_ml", "--report-only",
+            "--json", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Paired comparisons against M3SA (default recipe) (valid split):" in out
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in out.splitlines() if line.startswith("| ")}
+    assert "**worse**" in rows["M3SA W/O ML", "MAE", "paired t"]
+    assert "**worse**" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
+    assert "| 150 |" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
+    assert "- M3SA W/O ML against M3SA (default recipe): MAE worse (paired t), worse (bootstrap)" in out
+    assert "| Text only | MAE | paired t | 5 |" in out
+    with pytest.raises(SystemExit):
+        bench.main(argv[:-4] + ["--json", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")])  # training

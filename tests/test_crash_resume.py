@@ -110,9 +110,14 @@ def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tm
             for key in TIMING:
                 seed.pop(key, None)
     assert a == b
-    for name in ("best.pt", "last.pt"):
-        wa, wb = weights(straight / "models" / "seed_0" / name), weights(crashed / "models" / "seed_0" / name)
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    wa, wb = weights(straight / "models" / "seed_0" / "best.pt"), weights(crashed / "models" / "seed_0" / "best.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    for ws in (straight, crashed):  # finished: the resume state is gone
+        assert sorted(p.name for p in (ws / "models" / "seed_0").iterdir() if not p.name.startswith(".")) == [
+            "best.pt", "state.json"]
+    histories = [json.loads((ws / "models/seed_0/state.json").read_text())["train_state"]["history"]
+                 for ws in (straight, crashed)]
+    assert [h["valid"] for h in histories[0]] == [h["valid"] for h in histories[1]]
     assert curve(straight) == curve(crashed)  # no step lost or repeated
     assert [s for s, _ in curve(crashed)] == [str(i) for i in range(EPOCHS)]
     assert not (crashed / "models" / ".lock").exists()
@@ -185,7 +190,7 @@ def test_extraction_killed_while_replacing_an_earlier_run_never_mixes_the_two(sa
         assert outputs(ws / "features") == new
 
 
-def test_damaged_curves_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
+def test_damaged_curves_are_rewritten_from_the_checkpoint_on_resume(tmp_path, monkeypatch):
     """A run that died while dvclive wrote (empty metrics.json, a half line in a .tsv) resumes,
     and its curves end as an uninterrupted run's: rebuilt from last.pt's history."""
     from m3sa.config import config_from_dict
@@ -200,7 +205,18 @@ def test_damaged_curves_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
     features = write_features(tmp_path / "features", sizes=(48, 16, 16))
     straight, broken = tmp_path / "a", tmp_path / "b"
     train(cfg(3), features, straight / "models", straight / "dvclive", 0)
-    train(cfg(2), features, broken / "models", broken / "dvclive", 0)
+    import m3sa.training.loop as loop
+
+    real = loop._run_epoch
+
+    def stop_after_two(*args):
+        if args[5] > 2:  # the epoch: stopped (as by Ctrl-C) once two epochs are saved
+            raise KeyboardInterrupt
+        return real(*args)
+
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(loop, "_run_epoch", stop_after_two)
+        train(cfg(3), features, broken / "models", broken / "dvclive", 0)
     seed_dir = broken / "dvclive" / "seed_0"
     (seed_dir / "metrics.json").write_text("")
     with open(seed_dir / "plots" / "metrics" / "valid" / "mae.tsv", "a") as fh:

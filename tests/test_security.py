@@ -104,7 +104,8 @@ def test_training_does_not_resume_from_a_planted_last_checkpoint(tmp_path, caplo
         result = train(cfg, features, tmp_path / "models", tmp_path / "live", 0)
     assert result["resumed_from_epoch"] == 0 and not marker.exists()
     assert "not a checkpoint written by m3sa" in caplog.text
-    load_checkpoint(tmp_path / "models" / "seed_0" / "last.pt")  # replaced by a real one
+    load_checkpoint(tmp_path / "models" / "seed_0" / "best.pt")  # a real one; the planted file is gone
+    assert not (tmp_path / "models" / "seed_0" / "last.pt").exists()
 
 
 def _python_files() -> list[Path]:

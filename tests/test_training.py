@@ -46,6 +46,26 @@ def run(cfg: Config, features: Path, out: Path, seed: int = 0) -> dict:
     return train(cfg, features, out / "models", out / "live", seed)
 
 
+def interrupted(cfg: Config, features: Path, out: Path, after: int, monkeypatch) -> None:
+    """Run ``cfg`` and stop it (KeyboardInterrupt, as Ctrl-C would) once ``after`` epochs are saved."""
+    real = training_loop._run_epoch
+
+    def stop_at(trainer, data, sampler, cfg_, rt, epoch, desc):
+        if epoch > after:
+            raise KeyboardInterrupt
+        return real(trainer, data, sampler, cfg_, rt, epoch, desc)
+
+    with monkeypatch.context() as m:
+        m.setattr(training_loop, "_run_epoch", stop_at)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, features, out)
+    assert (out / "models/seed_0/last.pt").exists() and not (out / "models/seed_0/state.json").exists()
+
+
+def finished_history(out: Path, seed: int = 0) -> list[dict]:
+    return json.loads((out / f"models/seed_{seed}/state.json").read_text())["train_state"]["history"]
+
+
 def test_learns_planted_signal(tmp_path):
     """On planted data, valid MAE falls far below the constant (train-median) predictor's.
 
@@ -147,25 +167,58 @@ def test_optimizer_groups_by_owning_module():
     assert type(build_optimizer(make_cfg(optimizer="adam").train, list(model.parameters()), [])) is torch.optim.Adam
 
 
-def test_resume_ends_like_an_uninterrupted_run(small, tmp_path):
-    # a constant lr does not depend on train.epochs, so a 1-epoch run stands for an interrupted one
-    full = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "a")
-    first = run(make_cfg(epochs=1, patience=5, schedule="constant"), small, tmp_path / "b")
-    assert first["epochs_run"] == 1
-    resumed = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "b")
+def test_resume_ends_like_an_uninterrupted_run(small, tmp_path, monkeypatch):
+    cfg = make_cfg(epochs=3, patience=5, schedule="linear")
+    full = run(cfg, small, tmp_path / "a")
+    interrupted(cfg, small, tmp_path / "b", after=1, monkeypatch=monkeypatch)
+    resumed = run(cfg, small, tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_run"] == 3
     assert resumed["best_valid"] == full["best_valid"] and resumed["best_epoch"] == full["best_epoch"]
     assert resumed["best_valid_metrics"] == full["best_valid_metrics"]
-    a = load_checkpoint(tmp_path / "a/models/seed_0/last.pt")
-    b = load_checkpoint(tmp_path / "b/models/seed_0/last.pt")
+    a = load_checkpoint(tmp_path / "a/models/seed_0/best.pt")
+    b = load_checkpoint(tmp_path / "b/models/seed_0/best.pt")
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
-    assert [h["valid"] for h in a["train_state"]["history"]] == [h["valid"] for h in b["train_state"]["history"]]
+    assert [h["valid"] for h in finished_history(tmp_path / "a")] == [h["valid"] for h in finished_history(tmp_path / "b")]
+    # finished: what prediction needs and the small state stay, the resume state is gone
+    for out in ("a", "b"):
+        assert sorted(p.name for p in (tmp_path / out / "models/seed_0").iterdir()) == ["best.pt", "state.json"]
+    assert "optimizer_state" not in a
     # dvclive curves continue from the resumed step
     mae = (tmp_path / "b/live/seed_0/plots/metrics/valid/mae.tsv").read_text().split()
     assert mae[0] == "step" and [int(s) for s in mae[2::2]] == [0, 1, 2]
     # a finished run is not trained again
-    again = run(make_cfg(epochs=3, patience=5, schedule="constant"), small, tmp_path / "b")
+    again = run(cfg, small, tmp_path / "b")
     assert again["resumed_from_epoch"] == 3 and again["best_valid"] == full["best_valid"]
+    assert again["best_valid_metrics"] == full["best_valid_metrics"]
+
+
+def test_a_finished_seed_asked_for_more_epochs_trains_from_scratch(small, tmp_path, caplog):
+    run(make_cfg(epochs=1, patience=5), small, tmp_path)
+    with caplog.at_level(logging.INFO, logger="m3sa.training"):
+        longer = run(make_cfg(epochs=2, patience=5), small, tmp_path)
+    assert longer["resumed_from_epoch"] == 0 and longer["epochs_run"] == 2
+    assert "keeps no optimizer state, so it trains again from scratch" in caplog.text
+
+
+def test_an_old_last_checkpoint_of_a_finished_run_is_resumed_then_removed(small, tmp_path):
+    """A models folder written before state.json existed: its finished last.pt is taken up."""
+    cfg = make_cfg(epochs=1)
+    first = run(cfg, small, tmp_path)
+    seed_dir = tmp_path / "models/seed_0"
+    state = json.loads((seed_dir / "state.json").read_text())
+    ckpt = load_checkpoint(seed_dir / "best.pt")
+    from m3sa.checkpoint import make_checkpoint, save_checkpoint
+
+    model = build_model(cfg.model, DIMS, MODS)
+    trainer = Trainer(cfg, model, Runtime(torch.device("cpu")))
+    save_checkpoint(seed_dir / "last.pt", make_checkpoint(
+        model_state=ckpt["model_state"], epoch=1, seed=0, best_valid=ckpt["best_valid"], cfg=cfg, dims=DIMS,
+        modalities=MODS, standardization={}, resume_digest=state["resume_digest"],
+        optimizer_state=trainer.optimizer_state(), train_state=state["train_state"]))
+    (seed_dir / "state.json").unlink()
+    again = run(cfg, small, tmp_path)
+    assert again["resumed_from_epoch"] == 1 and again["best_valid"] == first["best_valid"]
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["best.pt", "state.json"]
 
 
 def test_linear_schedule_does_not_resume_across_epoch_counts(small, tmp_path):
@@ -227,12 +280,12 @@ def test_selection_never_reads_the_test_split(small, tmp_path):
     assert result["epochs_run"] == 1
 
 
-def test_nan_loss_names_epoch_and_batch_and_keeps_checkpoint(small, tmp_path):
+def test_nan_loss_names_epoch_and_batch_and_keeps_checkpoint(small, tmp_path, monkeypatch):
     features = tmp_path / "features"
     features.mkdir()
     for name in ("train.parquet", "valid.parquet", "meta.json"):
         (features / name).write_bytes((small / name).read_bytes())
-    run(make_cfg(epochs=1), features, tmp_path)
+    interrupted(make_cfg(epochs=2), features, tmp_path, after=1, monkeypatch=monkeypatch)
     last = tmp_path / "models/seed_0/last.pt"
     good = last.read_bytes()
     table = pq.read_table(features / "train.parquet")
@@ -247,7 +300,7 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_checkpoint(small, tmp_path):
 
 
 def test_nonfinite_valid_predictions_stop_with_context(small, tmp_path, monkeypatch):
-    run(make_cfg(epochs=1, max_batches=1), small, tmp_path)
+    interrupted(make_cfg(epochs=2, max_batches=1), small, tmp_path, after=1, monkeypatch=monkeypatch)
     last = tmp_path / "models/seed_0/last.pt"
     good = last.read_bytes()
     real = training_loop.predict
@@ -340,8 +393,9 @@ def test_two_processes_match_one(small, tmp_path, norm):
     # seen for the MAE); the weights, checked below, stay within 1e-3.
     for key, value in one["best_valid_metrics"].items():
         assert two["best_valid_metrics"][key] == pytest.approx(value, abs=1e-2), key
-    a = load_checkpoint(tmp_path / "p1/models/seed_0/last.pt")["model_state"]
-    b = load_checkpoint(tmp_path / "p2/models/seed_0/last.pt")["model_state"]
+    assert one["best_epoch"] == two["best_epoch"]
+    a = load_checkpoint(tmp_path / "p1/models/seed_0/best.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "p2/models/seed_0/best.pt")["model_state"]
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst < 1e-3
 

@@ -2,7 +2,9 @@
 
 Model selection and early stopping use the valid split only. ``last.pt`` (with both
 optimizers) and ``best.pt`` are written atomically after every epoch; a rerun resumes from
-``last.pt`` when it was written with the same parameters (:mod:`m3sa.training.resume`). Every
+``last.pt`` when it was written with the same parameters (:mod:`m3sa.training.resume`). A
+finished seed keeps ``best.pt`` (what prediction needs) and ``state.json`` (its training
+state), and ``last.pt`` is deleted. Every
 epoch starts from a torch seed derived from (seed, epoch, rank), so a run resumed at an epoch
 boundary ends exactly where the uninterrupted run ends (on CPU, where kernels are
 deterministic). Under ``torchrun`` each rank trains on its share of every global batch, valid
@@ -31,7 +33,7 @@ from m3sa.runtime import Runtime, distributed_runtime, run_settings
 from m3sa.training.curves import Curves
 from m3sa.training.data import TrainingData, load_training_data
 from m3sa.training.optim import lr_factor, set_lr
-from m3sa.training.resume import TrainState, kept, resume_digest, try_resume
+from m3sa.training.resume import TrainState, finished_state, kept, resume_digest, try_resume, write_finished
 from m3sa.training.step import LossTally, NonFiniteLoss, Trainer
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,8 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
     torch.manual_seed(seed)
     model = build_model(cfg.model, data.dims, data.modalities)
     trainer = Trainer(cfg, model, rt)
-    last_path, best_path = seed_dir / "last.pt", seed_dir / "best.pt"
-    state = try_resume(last_path, cfg, seed, trainer, data.meta)
+    last_path, best_path, state_path = seed_dir / "last.pt", seed_dir / "best.pt", seed_dir / "state.json"
+    state = try_resume(last_path, cfg, seed, trainer, data.meta) or finished_state(state_path, cfg, seed, data.meta)
     resumed_from = state.epoch if state is not None else 0
     state = state or TrainState()
     sampler = BucketBatchSampler(data.train.lengths, tc.batch_size, seed=seed, num_replicas=rt.world, rank=rt.rank)
@@ -159,6 +161,9 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
             if state.stopped:
                 log.info("seed %d: early stop after epoch %d (no %s improvement for %d epochs; best epoch %d)",
                          seed, epoch, tc.select_metric, state.bad_epochs, state.best_epoch)
+        if rt.main:  # finished: the small state.json replaces the resume state
+            write_finished(state_path, state, cfg, seed, data.meta)
+            last_path.unlink(missing_ok=True)
     finally:
         if curves is not None:
             curves.close()

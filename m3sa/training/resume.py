@@ -1,9 +1,13 @@
 """What a seed's run carries across epochs and restarts: its state and the resume check.
 
-``last.pt`` holds the model, both optimizers and the :class:`TrainState`; a rerun resumes
-from it only when it was written for the same seed with the same :func:`resume_digest`
-(the parameters that shape training and the data's identity), so new params or new data
-train afresh.
+While a seed trains, ``last.pt`` holds the model, both optimizers and the
+:class:`TrainState`; a rerun resumes from it only when it was written for the same seed with
+the same :func:`resume_digest` (the parameters that shape training and the data's identity),
+so new params or new data train afresh. When the seed finishes, its state goes to the small
+``state.json`` beside ``best.pt`` and ``last.pt`` is deleted: resume state (five times the
+size of the weights) never outlives the run, so it never enters DVC's cache. A rerun with
+the same digest finds the seed done in ``state.json``; a finished seed can not be extended
+(more ``train.epochs``) and trains again from scratch.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3sa.checkpoint import load_checkpoint
+from m3sa.checkpoint import load_checkpoint, write_json
 from m3sa.config import Config
 from m3sa.errors import CheckpointError
 
@@ -117,6 +121,36 @@ def try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict[
     trainer.load_optimizer_state(ckpt["optimizer_state"])
     state = TrainState(**{k: v for k, v in ckpt["train_state"].items() if k in TrainState.__dataclass_fields__})
     log.info("seed %d: resuming from %s after epoch %d", seed, path, state.epoch)
+    return state
+
+
+STATE_FORMAT = "m3sa-train-state"
+
+
+def write_finished(path: Path, state: TrainState, cfg: Config, seed: int, meta: dict[str, Any]) -> None:
+    """Record a finished seed in ``path`` (``state.json``): its state and resume digest."""
+    write_json(path, {"format": STATE_FORMAT, "version": 1, "seed": seed,
+                      "resume_digest": resume_digest(cfg, meta), "train_state": state.to_dict()})
+
+
+def finished_state(path: Path, cfg: Config, seed: int, meta: dict[str, Any]) -> TrainState | None:
+    """The state of a seed ``path`` records as finished with these params and data, or None
+    (absent, unreadable, another seed or digest, or fewer epochs than ``train.epochs`` asks)."""
+    try:
+        raw = json.loads(path.read_text())
+        ok = (isinstance(raw, dict) and raw.get("format") == STATE_FORMAT and raw.get("seed") == seed
+              and raw.get("resume_digest") == resume_digest(cfg, meta))
+        state = TrainState(**{k: v for k, v in raw["train_state"].items() if k in TrainState.__dataclass_fields__}) if ok else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if state is None:
+        return None
+    if state.best is None and state.epoch:  # NaN/inf were written as null
+        state.best = float("nan")
+    if not (state.stopped or state.epoch >= cfg.train.epochs):
+        log.info("%s: seed %d finished after %d epochs; train.epochs is now %d and a finished seed keeps no "
+                 "optimizer state, so it trains again from scratch", path, seed, state.epoch, cfg.train.epochs)
+        return None
     return state
 
 
