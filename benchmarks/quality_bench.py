@@ -2,7 +2,8 @@
 
     python benchmarks/quality_bench.py --features DIR [--systems m3sa text_only paper ...]
                                        [--seeds 0 1 2 3 4] [--set key=value ...]
-                                       [--json out.json] [--out docs/benchmarks-quality.md] [--report-only]
+                                       [--json out.json ...] [--out docs/benchmarks-quality.md] [--report-only]
+                                       [--against m3sa ...]
 
 Every system trains with params.yaml plus its own overrides (below) and the ``--set`` ones,
 on the train split, each seed selected on the valid split only (``train.select_metric``), and
@@ -15,6 +16,13 @@ split by informative and noise segments, with the AUC between them.
 
 Goals checked (issue "M3SA that never collapses"): every seed's valid Corr >= 0.6; default
 M3SA's mean MAE at most text_only's + 0.01; mean visual filter <= 0.2, language >= 0.8.
+
+Paired comparisons (m3sa.significance) of every other system against each ``--against``
+system (default m3sa): a paired t over the seeds both ran on valid MAE, Corr and Acc2
+(non0), with the unpaired Welch t beside it, and a paired bootstrap over the valid segments
+of the MAE and Acc2 differences (each seed's ``valid_predictions``, averaged over seeds),
+Holm over the table's rows, a verdict per metric. ``--report-only`` renders all of it from
+the JSON; several ``--json`` files (e.g. written by two processes) are merged for it.
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from m3sa.compare import paired_table, verdict_lines  # noqa: E402
 from m3sa.config import load_params  # noqa: E402
+from m3sa.significance import NotComparable, SystemResults, compare_to_reference, segment_predictions  # noqa: E402
 from m3sa.training import Runtime, load_training_data, torch_settings, train  # noqa: E402
 
 #: name -> (label, overrides on top of params.yaml)
@@ -186,6 +196,65 @@ def verdict(results: dict) -> list[str]:
     return out
 
 
+def system_results(name: str, rows: dict[str, Any]) -> SystemResults:
+    """One system's per-seed valid metrics and per-segment valid predictions from the JSON."""
+    per_seed = {seed: row["valid"] for seed, row in rows.items()}
+    fields: dict[str, Any] = {}
+    preds = {seed: row.get("valid_predictions") for seed, row in rows.items()}
+    lacking = sorted(seed for seed, p in preds.items() if not p)
+    if lacking:
+        fields["segments_missing"] = (f"no valid_predictions for seed{'s' if len(lacking) > 1 else ''} "
+                                      f"{', '.join(lacking)} (a run before they were recorded: re-run it)")
+    else:
+        try:
+            fields["segments"] = segment_predictions(
+                [i for p in preds.values() for i in p["segment_id"]],
+                [seed for seed, p in preds.items() for _ in p["segment_id"]],
+                [y for p in preds.values() for y in p["label"]], [v for p in preds.values() for v in p["pred"]])
+        except NotComparable as err:
+            fields["segments_missing"] = str(err)
+    return SystemResults(SYSTEMS[name][0], per_seed, **fields)
+
+
+def paired_sections(results: dict, names: list[str], against: list[str]) -> list[str]:
+    """A paired-comparison table (and one verdict line per system) against each reference."""
+    lines: list[str] = []
+    for ref in against:
+        others = [n for n in names if n != ref and results.get(n)]
+        if not results.get(ref):
+            lines += [f"Paired comparisons against {SYSTEMS[ref][0]}: the JSON holds no seed of it.", ""]
+            continue
+        if not others:
+            continue
+        rows = compare_to_reference(system_results(ref, results[ref]), [system_results(n, results[n]) for n in others])
+        label = SYSTEMS[ref][0]
+        lines += [f"Paired comparisons against {label} (valid split):", "",
+                  paired_table(label, rows, segments="valid segments", row_header="system"), "",
+                  *verdict_lines(label, rows), ""]
+    return lines
+
+
+def load_results(paths: list[str]) -> dict:
+    """Merge the per-seed results of several ``--json`` files (missing files are empty);
+    a system's seed in two files must hold the same result."""
+    merged: dict = {}
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            continue
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"error: {p}: not a results JSON ({err})") from None
+        for name, seeds in data.items():
+            for seed, row in seeds.items():
+                have = merged.setdefault(name, {}).get(seed)
+                if have is not None and have != row:
+                    raise SystemExit(f"error: {name} seed {seed} is in two --json files with different results")
+                merged[name][seed] = row
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", required=True, help="features folder (train/valid.parquet + meta.json)")
@@ -193,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="params override for every system")
     ap.add_argument("--workdir", help="checkpoints go here (default: a temp folder)")
-    ap.add_argument("--json", help="per-seed results (read back on a rerun: finished seeds are skipped)")
+    ap.add_argument("--json", action="append", default=[],
+                    help="per-seed results (read back on a rerun: finished seeds are skipped); repeat to merge "
+                         "several files (with --report-only)")
+    ap.add_argument("--against", nargs="+", default=["m3sa"], choices=list(SYSTEMS),
+                    help="reference system(s) of the paired comparisons (default: m3sa)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
     ap.add_argument("--title", default="the given features")
     ap.add_argument("--report-only", action="store_true", help="train nothing: render what --json holds")
@@ -201,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     features = Path(args.features)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="m3sa-quality-"))
-    results: dict = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    if len(args.json) > 1 and not args.report_only:
+        ap.error("several --json files are merged for --report-only; a training run writes one")
+    results: dict = load_results(args.json)
 
     def save() -> None:
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1))
+            Path(args.json[0]).write_text(json.dumps(results, indent=1))
 
     cache: dict = {}
     threads = int(os.environ.get("M3SA_BENCH_THREADS", "0"))
@@ -216,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"## Quality over seeds on {args.title} ({time.strftime('%Y-%m-%d')})", "",
              f"Command: `python benchmarks/quality_bench.py --features {features} --systems {' '.join(args.systems)} "
              f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {o}" for o in args.overrides)
-             + (f" --json {args.json}" if args.json else "") + "`"
+             + "".join(f" --json {j}" for j in args.json) + "`"
              + (" (rendered with --report-only from the seeds that JSON holds)" if args.report_only else ""), "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU only. "
              f"Data: {meta.get('counts', meta.get('n_segments', ''))}; modalities {', '.join(meta['modalities'])}. "
@@ -227,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if seg:
         lines += ["Valid filter values by planted ground truth (mean ± std over seeds):", "", *seg, ""]
     lines += verdict(results)
+    lines += ["", *paired_sections(results, [n for n in args.systems if n in SYSTEMS], args.against)]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

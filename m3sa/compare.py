@@ -131,10 +131,11 @@ def comparison_table(records: list[Record], split: str = "test", metrics: tuple[
 
 
 def paired_table(reference: str, rows: list[RowComparison], seed_metrics: tuple[str, ...] = SEED_METRICS,
-                 segment_metrics: tuple[str, ...] = SEGMENT_METRICS, segments: str = "test segments") -> str:
+                 segment_metrics: tuple[str, ...] = SEGMENT_METRICS, segments: str = "test segments",
+                 row_header: str = "experiment") -> str:
     """Markdown: per row and metric the paired t over seeds (with the unpaired Welch t beside
     it) and the paired bootstrap over ``segments``, each against ``reference``."""
-    header = ["experiment", "metric", "test", "n", f"difference vs {reference}", "95 % CI", "p", "p (Holm)",
+    header = [row_header, "metric", "test", "n", f"difference vs {reference}", "95 % CI", "p", "p (Holm)",
               "verdict", "unpaired (Welch): 95 % CI, p (Holm)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -155,3 +156,21 @@ def paired_table(reference: str, rows: list[RowComparison], seed_metrics: tuple[
                                                 else "cannot compare"))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + METHOD_NOTE
+
+
+def verdict_lines(reference: str, rows: list[RowComparison]) -> list[str]:
+    """One Markdown bullet per row: each metric's verdict by each test that could run."""
+    out = []
+    for row in rows:
+        parts = []
+        for metric in dict.fromkeys(m for m, _ in row.cells):
+            by_verdict: dict[str, list[str]] = {}
+            for (m, method), d in row.cells.items():
+                if m == metric and method != WELCH and d.ok:
+                    by_verdict.setdefault(d.verdict, []).append(method)
+            if by_verdict:
+                parts.append(f"{METRIC_LABELS.get(metric, metric)}: " + ", ".join(
+                    f"{v} ({', '.join(methods)})" for v, methods in by_verdict.items()))
+        what = "; ".join(parts) if parts else "nothing could be compared (see the table)"
+        out.append(f"- {row.name} against {reference}: {what}")
+    return out

@@ -1,9 +1,20 @@
 """Comparison table from `dvc exp show --json` (real DVC output shape)."""
 
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from m3sa.compare import best_indices, comparison_table, differing_params, records_from_exp_show, select
+from m3sa.compare import best_indices, comparison_table, differing_params, paired_table, records_from_exp_show, select
 from m3sa.errors import M3SAError
+from m3sa.metrics import regression_metrics
+from m3sa.significance import SystemResults, compare_to_reference
+from stages import compare as stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rev(rev, name, filt, mae, corr, exps=None):
@@ -67,17 +78,12 @@ def test_malformed_exp_show_entries_are_a_clear_error(payload):
 # ------------------------------------------------------------------ --against: paired comparisons from git revisions
 
 def _git(repo, *args):
-    import subprocess
-
     return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
                           capture_output=True, text=True).stdout.strip()
 
 
 def _commit_run(repo, rng, labels, gap, seeds=(0, 1, 2, 3, 4), with_plots=True):
     """metrics/test.json (per seed) and plots/predictions.csv of one run, committed; returns the sha."""
-    import json
-
-    from m3sa.metrics import regression_metrics
 
     lines, per_seed = ["segment_id,seed,label,pred"], []
     for s in seeds:
@@ -98,10 +104,6 @@ def _commit_run(repo, rng, labels, gap, seeds=(0, 1, 2, 3, 4), with_plots=True):
 
 @pytest.fixture()
 def two_revision_repo(tmp_path, monkeypatch):
-    import json
-
-    import numpy as np
-
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
@@ -119,8 +121,6 @@ def two_revision_repo(tmp_path, monkeypatch):
 
 
 def test_against_prints_paired_verdicts_from_git_revisions(two_revision_repo, capsys):
-    from stages import compare as stage
-
     stage.main(["worse", "main", "--json", str(two_revision_repo), "--against", "ref"])
     out = capsys.readouterr().out
     assert out.splitlines()[2].startswith("| ref |")  # the reference row first
@@ -136,8 +136,6 @@ def test_against_prints_paired_verdicts_from_git_revisions(two_revision_repo, ca
 
 
 def test_against_a_single_row_or_unknown_reference_is_one_line(two_revision_repo, capsys):
-    from stages import compare as stage
-
     for argv, msg in ((["ref", "--against", "ref"], "nothing to compare against 'ref'"),
                       (["ref", "--against", "nope"], "no experiment or commit named 'nope'")):
         with pytest.raises(SystemExit) as err:
@@ -147,9 +145,6 @@ def test_against_a_single_row_or_unknown_reference_is_one_line(two_revision_repo
 
 
 def test_paired_table_renders_cannot_compare_and_welch():
-    from m3sa.compare import paired_table
-    from m3sa.significance import SystemResults, compare_to_reference
-
     ref = SystemResults("ref", {str(s): {"mae": 0.8 + 0.01 * s, "corr": 0.7, "acc2_non0": 0.8} for s in range(4)})
     row = SystemResults("b", {str(s): {"mae": 0.85 + 0.01 * s + 0.001 * (s % 2), "corr": 0.7, "acc2_non0": 0.8}
                               for s in range(4)})
@@ -162,9 +157,6 @@ def test_paired_table_renders_cannot_compare_and_welch():
 # ------------------------------------------------------------------ benchmarks/quality_bench.py --report-only
 
 def _bench_json(path, systems, rng, labels):
-    import json
-
-    from m3sa.metrics import regression_metrics
 
     out = {}
     for name, gap in systems.items():
@@ -179,13 +171,7 @@ def _bench_json(path, systems, rng, labels):
 
 
 def test_quality_bench_report_only_merges_json_files_and_compares(tmp_path, capsys):
-    import importlib.util
-    import json
-
-    import numpy as np
-
-    spec = importlib.util.spec_from_file_location("quality_bench", Path(__file__).resolve().parents[1]
-                                                  / "benchmarks/quality_bench.py")
+    spec = importlib.util.spec_from_file_location("quality_bench", REPO / "benchmarks/quality_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rng = np.random.default_rng(0)
@@ -203,7 +189,11 @@ def test_quality_bench_report_only_merges_json_files_and_compares(tmp_path, caps
     assert "**worse**" in rows["M3SA W/O ML", "MAE", "paired t"]
     assert "**worse**" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
     assert "| 150 |" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
-    assert "- M3SA W/O ML against M3SA (default recipe): MAE worse (paired t), worse (bootstrap)" in out
+    assert "- M3SA W/O ML against M3SA (default recipe): MAE: worse (paired t, bootstrap); Corr: worse (paired t)" in out
     assert "| Text only | MAE | paired t | 5 |" in out
-    with pytest.raises(SystemExit):
-        bench.main(argv[:-4] + ["--json", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")])  # training
+    with pytest.raises(SystemExit):  # a training run writes one file: refused before anything trains
+        bench.main([a for a in argv if a != "--report-only"])
+    assert "several --json files are merged for --report-only" in capsys.readouterr().err
+    (tmp_path / "c.json").write_text(json.dumps({"wo_ml": {"0": {"valid": {}}}}))
+    with pytest.raises(SystemExit, match="wo_ml seed 0 is in two --json files with different results"):
+        bench.main(argv + ["--json", str(tmp_path / "c.json")])
