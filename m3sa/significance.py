@@ -393,6 +393,11 @@ def _guarded(method: str, fn, metric: str, candidate: dict[str, float], referenc
         return Difference(metric, method, reason=str(err))
 
 
+def _whose(row_lacks: bool, reference: SystemResults, why: str) -> str:
+    """The reason a row cannot be compared, naming the reference when it is the one lacking."""
+    return why if row_lacks else f"the reference ({reference.name}): {why}"
+
+
 def compare_to_reference(reference: SystemResults, rows: Sequence[SystemResults],
                          seed_metrics: Sequence[str] = SEED_METRICS, segment_metrics: Sequence[str] = SEGMENT_METRICS,
                          n_resamples: int = N_RESAMPLES, seed: int = 0, alpha: float = 1 - LEVEL) -> list[RowComparison]:
@@ -404,16 +409,17 @@ def compare_to_reference(reference: SystemResults, rows: Sequence[SystemResults]
         for metric in seed_metrics:
             for method, fn in ((PAIRED, paired_t), (WELCH, welch_t)):
                 if row.per_seed is None or reference.per_seed is None:
-                    missing = row if row.per_seed is None else reference
-                    cells[metric, method] = Difference(metric, method, reason=f"{missing.name}: {missing.per_seed_missing}")
+                    lacks = row.per_seed is None
+                    why = _whose(lacks, reference, row.per_seed_missing if lacks else reference.per_seed_missing)
+                    cells[metric, method] = Difference(metric, method, reason=why)
                 else:
                     cells[metric, method] = _guarded(method, fn, metric, seed_values(row.per_seed, metric),
                                                      seed_values(reference.per_seed, metric))
         if segment_metrics:
             if row.segments is None or reference.segments is None:
-                missing = row if row.segments is None else reference
-                boot = {m: Difference(m, BOOTSTRAP, reason=f"{missing.name}: {missing.segments_missing}")
-                        for m in segment_metrics}
+                why = _whose(row.segments is None, reference,
+                             row.segments_missing if row.segments is None else reference.segments_missing)
+                boot = {m: Difference(m, BOOTSTRAP, reason=why) for m in segment_metrics}
             else:
                 try:
                     boot = paired_bootstrap(row.segments, reference.segments, segment_metrics, n_resamples, seed)

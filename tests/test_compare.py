@@ -2,12 +2,12 @@
 
 import importlib.util
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _report_outputs import commit_run, git
 from m3sa.compare import best_indices, comparison_table, differing_params, paired_table, records_from_exp_show, select
 from m3sa.errors import M3SAError
 from m3sa.metrics import regression_metrics
@@ -77,41 +77,16 @@ def test_malformed_exp_show_entries_are_a_clear_error(payload):
 
 # ------------------------------------------------------------------ --against: paired comparisons from git revisions
 
-def _git(repo, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def _commit_run(repo, rng, labels, gap, seeds=(0, 1, 2, 3, 4), with_plots=True):
-    """metrics/test.json (per seed) and plots/predictions.csv of one run, committed; returns the sha."""
-
-    lines, per_seed = ["segment_id,seed,label,pred"], []
-    for s in seeds:
-        pred = 0.7 * labels + rng.normal(0, 0.5, labels.size) + gap * rng.uniform(0.5, 1.5, labels.size)
-        lines += [f"v{i},{s},{y:.6g},{p:.6g}" for i, (y, p) in enumerate(zip(labels, pred))]
-        per_seed.append({"seed": s, **regression_metrics(pred, labels)})
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics/test.json").write_text(json.dumps({"mean": {}, "std": {}, "per_seed": per_seed}))
-    (repo / "plots").mkdir(exist_ok=True)
-    if with_plots:
-        (repo / "plots/predictions.csv").write_text("\n".join(lines) + "\n")
-    elif (repo / "plots/predictions.csv").exists():
-        _git(repo, "rm", "-q", "plots/predictions.csv")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", f"gap {gap}")
-    return _git(repo, "rev-parse", "HEAD")
-
-
 @pytest.fixture()
 def two_revision_repo(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q")
+    git(repo, "init", "-q")
     rng = np.random.default_rng(0)
     labels = np.round(rng.uniform(-3, 3, 120) * 3) / 3
-    ref = _commit_run(repo, rng, labels, 0.0)
-    worse = _commit_run(repo, rng, labels, 0.6)  # predictions shifted up: MAE clearly worse
-    few = _commit_run(repo, rng, labels, 0.0, seeds=(0, 1), with_plots=False)
+    ref = commit_run(repo, rng, labels, 0.0)
+    worse = commit_run(repo, rng, labels, 0.6)  # predictions shifted up: MAE clearly worse
+    few = commit_run(repo, rng, labels, 0.0, seeds=(0, 1), with_plots=False)
     payload = [_rev(few, "main", "soft", 0.8, 0.7, exps=[
         {"name": "ref", "revs": [_rev(ref, "ref", "soft", 0.80, 0.70)]},
         {"name": "worse", "revs": [_rev(worse, "worse", "hard", 0.90, 0.70)]}])]
@@ -131,7 +106,7 @@ def test_against_prints_paired_verdicts_from_git_revisions(two_revision_repo, ca
     assert "| 120 |" in rows["worse", "MAE", "bootstrap (test segments)"]
     few = rows["main", "MAE", "paired t"]
     assert "cannot compare: 2 shared seeds (0, 1); the t test over seeds needs 3" in few
-    assert "cannot compare: main: plots/predictions.csv is not committed at" in rows["main", "MAE", "bootstrap (test segments)"]
+    assert "cannot compare: plots/predictions.csv is not committed at" in rows["main", "MAE", "bootstrap (test segments)"]
     assert "Holm-corrected over the rows" in out
 
 
@@ -151,7 +126,7 @@ def test_paired_table_renders_cannot_compare_and_welch():
     table = paired_table("ref", compare_to_reference(ref, [row]))
     mae = next(line for line in table.splitlines() if line.startswith("| b | MAE | paired t"))
     assert "| 4 | +0.050 | +0.050 to +0.051 |" in mae and "**worse**" in mae and mae.endswith("|") and ", p " in mae.split("|")[-2]
-    assert "| b | MAE | bootstrap (test segments) | – | cannot compare: b: no per-segment predictions |" in table
+    assert "| b | MAE | bootstrap (test segments) | – | cannot compare: no per-segment predictions |" in table
 
 
 # ------------------------------------------------------------------ benchmarks/quality_bench.py --report-only

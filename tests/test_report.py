@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from _report_outputs import write_outputs
+from _report_outputs import commit_run, git, write_outputs
 from m3sa.config import config_from_dict
 from m3sa.report import build_report, external_urls, render_html, render_markdown, write_report
 from m3sa.report import published
@@ -77,13 +77,22 @@ def test_report_has_every_table_and_figure(full_report):
                   "Missing-modality robustness", "Modality filter (paper Figure 2)", "Training curves",
                   "Test predictions", "Data", "Provenance"):
         assert f"## " in md and title in md
-    # Table 1: this run's mean ± std (hand-picked 0.4642 ± 0.0123), both conventions, published rows named.
-    assert "| This run: M3SA (Soft) (2 seeds) | embedded sample (tiny) | non0 | 46.4 ± 1.2 | 85.7 ± 1.2 |" in md
-    assert "| This run: M3SA (Soft) (2 seeds) | embedded sample (tiny) | has0 | 46.4 ± 1.2 | 84.1 ± 1.2 |" in md
-    assert "| M3SA (Soft) (published, paper Table 1) | CMU-MOSI | not stated | 46.4 | 85.7 | 85.6 | 0.714 | 0.794 |" in md
-    assert "MAG-BERT — magbert" in md  # a baseline experiment joins Table 1
+    # Table 1: text only (the reference) first, then this run's mean ± std (hand-picked 0.4642 ± 0.0123) with
+    # both conventions as columns and its paired differences; published rows in a table of their own.
+    table1 = md[md.index("**Test results, each against text only**"):md.index("**Published results")]
+    rows = [line for line in table1.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| Text only — textonly | embedded sample (tiny) | 2 |") and "| reference |" in rows[1]
+    assert rows[2].startswith("| This run: M3SA (Soft) | embedded sample (tiny) | 2 | 46.4 ± 1.2 | 85.7 ± 1.2 | "
+                              "85.6 ± 1.2 | 84.1 ± 1.2 | 84.0 ± 1.2 | 0.714 ± 0.012 | 0.794 ± 0.012 |")
+    # two seeds each: no t test (it needs 3), said in the cell; text only stored no predictions
+    assert "| cannot compare: 2 shared seeds (0, 1); the t test over seeds needs 3" in rows[2]
+    assert "cannot compare: the reference (Text only — textonly): no per-segment test predictions stored" in rows[2]
+    assert "| MAG-BERT — magbert | embedded sample (tiny) | 2 |" in rows[3]
+    assert "cannot compare: the per-seed metrics carry no seed numbers" in rows[3]
+    assert "| M3SA (Soft) | CMU-MOSI | paper Table 1 | 46.4 | 85.7 | 85.6 | 0.714 | 0.794 |" in md
     # Tables 3 and 4 from results/experiments.json; the broken entry is named, not fatal.
-    assert "M3SA (Hard) (W/O ML) — nomlhard @89d9585 (2 seeds) | – | non0 | 44.0 ± 1.2" in md
+    assert "| M3SA (Hard) (W/O ML) — nomlhard @89d9585 | – | 2 | 44.0 ± 1.2 | 85.7 ± 1.2" in md
+    assert "| M3SA (Soft) — this run | embedded sample (tiny) | 2 | 46.4 ± 1.2 |" in md  # Table 3's reference
     assert "M3SA (W/O MFM) — nomfm" in md and "Concatenation+FC (Soft) — concat" in md
     assert "entry 4 (broken) skipped" in md
     # robustness: MAE deltas against the full model
@@ -135,7 +144,7 @@ def test_missing_inputs_give_not_yet_run_sections(tmp_path, cfg, fast_figures):
     html_page = (tmp_path / "reports/report.html").read_text()
     assert md.count("**Not yet run:") == len(what)
     assert html_page.count('<div class="unavailable"><strong>Not yet run: ') == len(what)
-    assert "M3SA (Soft) (published, paper Table 1)" in md  # published numbers shown regardless
+    assert "| M3SA (Soft) | CMU-MOSI | paper Table 1 | 46.4 |" in md  # published numbers shown regardless
     assert doc.figures() == [] and not list((tmp_path / "reports/figures").glob("*.png"))
 
 
@@ -310,7 +319,8 @@ EXP_SHOW = [
 
 def test_from_exp_show():
     entries = from_exp_show(EXP_SHOW)
-    assert [(e["name"], e["rev"]) for e in entries] == [("main", "6d26f0a"), ("no-ml", "89d9585")]
+    assert [(e["name"], e["rev"][:7]) for e in entries] == [("main", "6d26f0a"), ("no-ml", "89d9585")]
+    assert entries[1]["rev"] == "89d9585343976465dce244039553f8f67531bded"  # full: collect reads git with it
     assert entries[1]["params"] == {"model.filter": "hard", "model.modulation": False}
     assert set(entries[0]["metrics"]) == {"test", "valid"}
     good, notes = parse_experiments(entries + [{"name": "x", "metrics": {}}, "junk"])
@@ -337,6 +347,53 @@ def test_collect_stage_from_saved_json(tmp_path, monkeypatch):
         extra=collect._extra)
     written = json.loads((tmp_path / "results/experiments.json").read_text())
     assert [e["name"] for e in written] == ["main", "no-ml"]
+
+
+def _exp(sha, name, model):
+    return {"rev": sha, "name": name, "error": None,
+            "data": {"params": {"params.yaml": {"data": {"model": model}}},
+                     "metrics": {"metrics/test.json": {"data": {"mean": {"mae": 0.5}, "std": {"mae": 0.01}}}}}}
+
+
+def test_collect_reads_git_and_the_report_pairs_rows_against_the_full_model(tmp_path, monkeypatch, fast_figures):
+    """Three committed runs (full soft model, W/O ML with worse predictions, W/O BE alike): collect reads
+    their per-seed metrics and predictions from git; Table 3 puts the full model first and says W/O ML
+    is worse, W/O BE not different, and this run (hard, other segments, 2 seeds) cannot be compared."""
+    from stages import collect
+    from stages._cli import run
+
+    git(tmp_path, "init", "-q")
+    rng = np.random.default_rng(1)
+    labels = np.round(rng.uniform(-3, 3, 90) * 3) / 3
+    full = commit_run(tmp_path, rng, labels, 0.0, seeds=(0, 1, 2))
+    no_ml = commit_run(tmp_path, rng, labels, 0.8, seeds=(0, 1, 2))
+    no_be = commit_run(tmp_path, rng, labels, 0.0, seeds=(0, 1, 2))
+    old = commit_run(tmp_path, rng, labels, 0.0, seeds=(0, 1, 2), with_plots=False)
+    (tmp_path / "exp.json").write_text(json.dumps([{**_exp(old, "main", {"filter": "soft"}), "experiments": [
+        {"revs": [_exp(full, "full", {"filter": "soft"})]},
+        {"revs": [_exp(no_ml, "no-ml", {"filter": "soft", "modulation": False})]},
+        {"revs": [_exp(no_be, "no-be", {"filter": "soft", "baseline_embedding": False})]}]}]))
+    write_outputs(tmp_path)  # this run's outputs (2 seeds, other segment ids)
+    monkeypatch.chdir(tmp_path)
+    run("collect", collect.main, argv=["--params", str(REPO / "params.yaml"), "--json", "exp.json"],
+        extra=collect._extra)
+    written = json.loads((tmp_path / "results/experiments.json").read_text())
+    by_name = {e["name"]: e for e in written}
+    assert [e["seed"] for e in by_name["no-ml"]["metrics"]["test"]["per_seed"]] == [0, 1, 2]
+    assert by_name["no-ml"]["predictions"]["seeds"] == ["0", "1", "2"]
+    assert len(by_name["no-ml"]["predictions"]["pred"][0]) == 90
+    assert "predictions" not in by_name["main"]  # its commit has no plots/predictions.csv
+    doc = build_report(config_from_dict({"report": {"dpi": 60}, "model": {"filter": "hard"}}), tmp_path)
+    table = next(t for t in doc.tables() if t.caption.startswith("Ablations: this project's runs"))
+    rows = {row[0].split(" — ")[1].split(" @")[0]: dict(zip(table.header, row)) for row in table.rows}
+    assert table.rows[0][0].startswith("M3SA (Soft) — full @") and rows["full"]["Δ MAE (paired t)"] == "reference"
+    assert rows["no-ml"]["Δ MAE (paired t)"].endswith(": worse") and rows["no-ml"]["Δ MAE (bootstrap)"].endswith(": worse")
+    assert rows["no-ml"]["Δ Acc2 non0 (bootstrap)"].startswith("-") and rows["no-ml"]["Δ Acc2 non0 (bootstrap)"].endswith(": worse")
+    assert rows["no-be"]["Δ MAE (paired t)"].endswith(": no difference detected at 95 %")
+    assert rows["this run"]["Δ MAE (bootstrap)"].startswith("cannot compare: different test segment sets")
+    assert rows["this run"]["Δ MAE (paired t)"].startswith("cannot compare: 2 shared seeds (0, 1)")
+    assert rows["main"]["Δ MAE (bootstrap)"].startswith("cannot compare: no per-segment test predictions stored")
+    assert any("Holm-corrected over the rows" in n for n in table.notes)
 
 
 # ------------------------------------------------------------------ offline dvc plots

@@ -20,12 +20,13 @@ from m3sa.deviations import DEVIATIONS
 from m3sa.errors import OutputError
 from m3sa.report import figures, provenance, published, tables
 from m3sa.report.document import Document, Figure, Paragraph, Section, Table, Unavailable
-from m3sa.report.experiments import (Experiment, fusion_label, is_ablation, is_fusion_variant, parse_experiments,
-                                     resolve, system_label)
+from m3sa.report.experiments import (Experiment, fusion_label, is_ablation, is_full_model, is_fusion_variant,
+                                     parse_experiments, resolve, system_label)
 from m3sa.report.html import render_html
 from m3sa.report.inputs import Input, RunInputs, RunPaths
 from m3sa.report.markdown import render_markdown
 from m3sa.report.stats import confusion_7class, filter_summary
+from m3sa.significance import METHOD_NOTE, NotComparable, SegmentPredictions, compare_to_reference, segment_predictions
 
 HOW_EVALUATE = "Produce it with `dvc repro evaluate` (or `python -m stages.evaluate`)."
 HOW_TRAIN = "Produce it with `dvc repro train` (or `python -m stages.train`)."
@@ -104,12 +105,36 @@ def _same_run(a: Experiment, b: Experiment) -> bool:
     return model(a) == model(b) and a.test.get("mean") == b.test.get("mean")
 
 
+def _runs_table(caption: str, entries: Sequence[tuple[Experiment, str, str]],
+                is_reference: Callable[[dict[str, Any]], bool], reference_what: str, notes: Sequence[str]) -> Table:
+    """Runs ``(experiment, label, data label)`` with the paired differences of every other row
+    against the reference, moved to the top: of the rows ``is_reference`` accepts, the first
+    with per-seed metrics and predictions, else with per-seed metrics, else the first."""
+    def lacks(e: Experiment) -> tuple[bool, bool]:
+        stored = e.results("")
+        return stored.per_seed is None, stored.segments is None
+
+    candidates = sorted((lacks(e), i) for i, (e, _, _) in enumerate(entries) if is_reference(e.params))
+    at = candidates[0][1] if candidates else None
+    if at is None:
+        return tables.comparison_table(caption, [(label, data, e.test) for e, label, data in entries], None,
+                                       [*notes, f"No {reference_what} run here, so no paired differences."])
+    entries = [entries[at], *entries[:at], *entries[at + 1:]]
+    results = [e.results(label) for e, label, _ in entries]
+    rows = compare_to_reference(results[0], results[1:])
+    note = (f"Δ columns: each row minus the reference, {entries[0][1]} (first row); accuracies in percentage "
+            "points; test split. " + METHOD_NOTE)
+    return tables.comparison_table(caption, [(label, data, e.test) for e, label, data in entries], rows,
+                                   [*notes, note])
+
+
 def _experiment_section(title: str, table_name: str, inputs: RunInputs, experiments: Sequence[Experiment],
                         this_run: Optional[Experiment], data: DatasetInfo, select: Callable[[dict[str, Any]], bool],
                         label: Callable[[dict[str, Any]], str], reference: Sequence[published.PublishedRow],
                         what: str, notes: Sequence[str] = ()) -> Section:
     """Paper Table 3 or 4: the experiments that ``select`` accepts (this run among them
-    when it qualifies) beside the published rows; "not yet run" when there are none."""
+    when it qualifies), the full model first and every other row paired against it, then
+    the published rows apart; "not yet run" when there are none."""
     section = Section(title)
     exp_input = inputs.experiments
     notes = list(notes)
@@ -123,10 +148,12 @@ def _experiment_section(title: str, table_name: str, inputs: RunInputs, experime
     missing = [r.system for r in reference if not any(published.matching_rows((r,), e.params) for e in chosen)]
     if missing:
         notes.append("Not yet run: " + ", ".join(missing) + ".")
-    runs = [(f"{label(e.params)} — {e.name}" + (f" @{e.rev}" if e.rev else ""),
-             data.label if e is this_run else _experiment_data_label(e), e.test) for e in chosen]
-    caption = f"{table_name}: this project's runs beside the published numbers"
-    section.blocks.append(tables.comparison_table(caption, runs, reference, notes))
+    entries = [(e, f"{label(e.params)} — {e.name}" + (f" @{e.rev[:7]}" if e.rev else ""),
+                data.label if e is this_run else _experiment_data_label(e)) for e in chosen]
+    if entries:
+        section.blocks.append(_runs_table(f"{table_name}: this project's runs, each against the full model",
+                                          entries, is_full_model, "full-model (soft filter, addition)", notes))
+    section.blocks.append(tables.published_table(f"{table_name}: published ({reference[0].source})", reference))
     return section
 
 
@@ -140,21 +167,36 @@ def _run_seeds(inputs: RunInputs, cfg: Config) -> tuple[list[Any], str]:
     return list(cfg.train.seeds), "params.yaml"
 
 
+def _run_predictions(inputs: RunInputs) -> dict[str, Any]:
+    """This run's test predictions for the paired comparisons, or why there are none."""
+    if not inputs.predictions.ok:
+        return {"predictions_missing": inputs.predictions.reason}
+    df = inputs.predictions.value
+    try:
+        found: SegmentPredictions = segment_predictions(df["segment_id"].tolist(), df["seed"].tolist(),
+                                                        df["label"].tolist(), df["pred"].tolist())
+    except (KeyError, NotComparable) as err:
+        return {"predictions_missing": f"`{inputs.predictions.path}`: {err}"}
+    return {"predictions": found}
+
+
 def _results_section(inputs: RunInputs, experiments: Sequence[Experiment], this_run: Optional[Experiment],
                      data: DatasetInfo, seeds: list[Any]) -> Section:
     section = Section("1. Results (paper Table 1 layout)")
     test, valid = inputs.metric("test"), inputs.metric("valid")
-    runs = [(f"This run: {system_label(this_run.params)}", data.label, this_run.test)] if this_run else []
-    runs += [(f"{system_label(e.params)} — {e.name}", _experiment_data_label(e), e.test)
-             for e in experiments if e.params.get("model.name") != "m3sa"]
+    entries = [(this_run, f"This run: {system_label(this_run.params)}", data.label)] if this_run else []
+    entries += [(e, f"{system_label(e.params)} — {e.name}", _experiment_data_label(e))
+                for e in experiments if e.params.get("model.name") != "m3sa"]
     reference = published.results_table(data.paper) if data.paper else published.TABLE1_MOSI + published.TABLE2_MOSEI
     if test is None:
         section.blocks.append(_unavailable("test metrics", inputs.metrics["test"], HOW_EVALUATE))
-    notes = [f"This run's data: {data.description}",
-             "Published rows are copied from the paper (" + ", ".join(sorted({r.source for r in reference}))
-             + ") for the dataset named in their Data column."]
-    section.blocks.append(tables.comparison_table("Test results beside the paper's published numbers", runs,
-                                                  reference, notes))
+    if entries:
+        section.blocks.append(_runs_table("Test results, each against text only", entries,
+                                          lambda p: p.get("model.name") == "text_only", "text-only",
+                                          [f"This run's data: {data.description}"]))
+    sources = ", ".join(sorted({r.source for r in reference}))
+    section.blocks.append(tables.published_table(f"Published results ({sources}), for the dataset in their "
+                                                 "Dataset column", reference))
     docs = {name: doc for name, doc in (("valid", valid), ("test", test)) if doc}
     if docs:
         section.blocks.append(tables.metrics_table(docs))
@@ -332,8 +374,8 @@ def build_report(cfg: Config, root: str | Path = ".", started_at: Optional[float
     data = describe_dataset(inputs.meta.value if inputs.meta.ok else None, cfg)
     test = inputs.metric("test")
     params = resolve({"model": cfg.to_dict()["model"]})
-    this_run = Experiment("this run", params, test) if test else None
     seeds, seeds_from = _run_seeds(inputs, cfg)
+    this_run = Experiment("this run", params, test, seeds=tuple(seeds), **_run_predictions(inputs)) if test else None
     seeds_text = f"seeds {seeds} ({seeds_from})"
     summary = [f"Data: {data.description}",
                f"System: {system_label(params)} (`model.name={cfg.model.name}`, `model.filter={cfg.model.filter}`, "

@@ -4,13 +4,17 @@
 ``python -m stages.collect`` or by hand) is a JSON list of entries::
 
     {"name": "no-ml-hard",                      # any label
-     "rev": "89d9585",                          # optional: git/DVC revision
+     "rev": "89d9585...",                       # optional: git/DVC revision
      "params": {"model.filter": "hard",         # params.yaml keys, dotted or nested;
                 "model.modulation": false},     #   model.* keys left out take their defaults
-     "metrics": {"test": {"mean": {...}, "std": {...}, "per_seed": [...]}}}
+     "metrics": {"test": {"mean": {...}, "std": {...}, "per_seed": [...]}},
+     "predictions": {"seeds": [...], "segment_id": [...], "label": [...],   # optional: test predictions,
+                     "pred": [[...], ...]}}                                 #   one row per seed
 
-``metrics.test`` has the shape of ``metrics/test.json`` (``per_seed`` optional). An
-ablation is a parameter override, so each entry is matched to its paper row by its params.
+``metrics.test`` has the shape of ``metrics/test.json`` (``per_seed`` optional, each entry
+with its ``seed``); ``predictions`` is :meth:`m3sa.significance.SegmentPredictions.to_dict`.
+Both feed the paired comparisons of the report's tables; without them those cells say so.
+An ablation is a parameter override, so each entry is matched to its paper row by its params.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Optional
 
 from m3sa.config import ModelConfig
 from m3sa.errors import DataError
+from m3sa.significance import NotComparable, SegmentPredictions, SystemResults, per_seed_from_doc
 
 FUSION_NAMES = {"add": "Addition", "concat": "Concatenation+FC", "tensor": "Tensor Fusion", "graph": "Graph Fusion"}
 SYSTEM_NAMES = {
@@ -44,6 +49,18 @@ class Experiment:
     params: dict[str, Any]
     test: dict[str, Any]
     rev: Optional[str] = None
+    predictions: Optional[SegmentPredictions] = None  # test predictions per segment and seed
+    predictions_missing: str = "no per-segment test predictions stored"
+    seeds: tuple[Any, ...] = ()  # the run's seeds in order, for per_seed entries without a seed key
+
+    def results(self, label: str) -> SystemResults:
+        """What this experiment brings to a paired comparison (m3sa.significance)."""
+        try:
+            per_seed, missing = per_seed_from_doc(self.test, self.seeds), ""
+        except NotComparable as err:
+            per_seed, missing = None, str(err)
+        return SystemResults(label, per_seed, self.predictions, per_seed_missing=missing,
+                             segments_missing=self.predictions_missing)
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -102,6 +119,11 @@ def is_fusion_variant(params: dict[str, Any]) -> bool:
             and params.get("model.modulation") is True and params.get("model.baseline_embedding") is True)
 
 
+def is_full_model(params: dict[str, Any]) -> bool:
+    """The reference row of Tables 3 and 4: full M3SA with the default soft filter and addition."""
+    return is_fusion_variant(params) and params.get("model.filter") == "soft" and params.get("model.fusion") == "add"
+
+
 def parse_experiments(raw: list[Any], source: str | Path = "experiments") -> tuple[list[Experiment], list[str]]:
     """Validate entries; return the usable ones and one note per skipped entry."""
     good: list[Experiment] = []
@@ -119,8 +141,14 @@ def parse_experiments(raw: list[Any], source: str | Path = "experiments") -> tup
         if not isinstance(params, dict):
             notes.append(f"{where} ({entry.get('name', 'unnamed')}) skipped: params is not a mapping")
             continue
+        extra: dict[str, Any] = {}
+        if entry.get("predictions") is not None:
+            try:
+                extra["predictions"] = SegmentPredictions.from_dict(entry["predictions"])
+            except NotComparable as err:
+                extra["predictions_missing"] = str(err)
         good.append(Experiment(name=str(entry.get("name") or f"entry {i}"), params=resolve(params), test=test,
-                               rev=entry.get("rev")))
+                               rev=entry.get("rev"), **extra))
     return good, notes
 
 
@@ -142,7 +170,7 @@ def from_exp_show(data: list[dict[str, Any]], params_file: str = "params.yaml") 
             return
         params = ((body.get("params") or {}).get(params_file) or {}).get("data") or {}
         sha = str(rev.get("rev", ""))
-        out.append({"name": rev.get("name") or sha[:7], "rev": sha[:7] or None,
+        out.append({"name": rev.get("name") or sha[:7], "rev": sha or None,
                     "params": flatten(params), "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}})
 
     try:

@@ -1,7 +1,8 @@
 """Report tables: pipeline outputs -> :class:`~m3sa.report.document.Table` with formatted cells.
 
 Numbers are rounded here and only here. Accuracies and F1 are shown as percentages with
-one decimal (the paper's style), MAE and Corr with three; ``mean ± std`` over seeds.
+one decimal (the paper's style), MAE and Corr with three; ``mean ± std`` over seeds; paired
+differences (m3sa.significance) in the same units, accuracies in percentage points.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 from m3sa.report.document import Table
 from m3sa.report.published import PublishedRow
 from m3sa.report.stats import FilterSummary
+from m3sa.significance import BOOTSTRAP, PAIRED, Difference, RowComparison
 
 METRICS = ("acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")
 LABELS = {"acc7": "Acc7", "acc5": "Acc5", "acc2_non0": "Acc2 (non0)", "f1_non0": "F1 (non0)",
@@ -59,28 +61,49 @@ def _published_cell(value: Optional[float], digits: int) -> str:
     return DASH if value is None else f"{value:.{digits}f}"
 
 
-def comparison_table(caption: str, runs: Sequence[tuple[str, str, dict[str, Any]]],
-                     published: Sequence[PublishedRow], notes: Iterable[str] = ()) -> Table:
-    """The paper's results layout (Acc7, Acc2, F1, MAE, Corr) for runs and published rows.
+RUN_METRICS = ("acc7", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")
+PAIRED_COLUMNS = (("mae", PAIRED), ("corr", PAIRED), ("acc2_non0", PAIRED), ("mae", BOOTSTRAP), ("acc2_non0", BOOTSTRAP))
+_SHORT = {"mae": "MAE", "corr": "Corr", "acc2_non0": "Acc2 non0"}
 
-    ``runs``: (system label, data label, metrics document). Each run gets one row per
-    Acc2/F1 convention, each labelled; published rows are marked "published".
+
+def paired_cell(d: Difference) -> str:
+    """Difference, 95 % CI, Holm p and verdict; accuracies in percentage points."""
+    scale, digits = (100.0, 1) if d.metric in PERCENT else (1.0, 3)
+    return d.cell(scale, digits)
+
+
+def comparison_table(caption: str, runs: Sequence[tuple[str, str, dict[str, Any]]],
+                     comparisons: Optional[Sequence[RowComparison]] = None, notes: Iterable[str] = ()) -> Table:
+    """One row per run with both Acc2/F1 conventions as columns (the paper's metrics).
+
+    ``runs``: (system label, data label, metrics document). With ``comparisons`` the first
+    run is the reference and ``comparisons[i]`` (m3sa.significance) belongs to ``runs[i + 1]``:
+    each row gets the paired differences against the reference beside it.
     """
-    header = ["System", "Data", "Acc2/F1 convention", "Acc7", "Acc2", "F1", "MAE", "Corr"]
-    rows, kinds = [], []
-    for label, data, doc in runs:
-        n = n_seeds(doc)
-        seeds = f" ({n} seed{'s' if n != 1 else ''})" if n else ""
-        for conv in ("non0", "has0"):
-            rows.append([f"{label}{seeds}", data, conv, metric_cell(doc, "acc7"), metric_cell(doc, f"acc2_{conv}"),
-                         metric_cell(doc, f"f1_{conv}"), metric_cell(doc, "mae"), metric_cell(doc, "corr")])
-            kinds.append("run")
-    for r in published:
-        rows.append([f"{r.system} (published, {r.source})", r.dataset, "not stated", _published_cell(r.acc7, 1),
-                     _published_cell(r.acc2, 1), _published_cell(r.f1, 1), _published_cell(r.mae, 3),
-                     _published_cell(r.corr, 3)])
-        kinds.append("published")
-    return Table(caption, header, rows, notes=[CONVENTION_NOTE, *notes], row_kinds=kinds)
+    header = ["System", "Data", "Seeds", *(LABELS[k] for k in RUN_METRICS)]
+    if comparisons is not None:
+        header += [f"Δ {_SHORT[m]} ({method})" for m, method in PAIRED_COLUMNS]
+    rows = []
+    for i, (label, data, doc) in enumerate(runs):
+        row = [label, data, str(n_seeds(doc) or "?"), *(metric_cell(doc, k) for k in RUN_METRICS)]
+        if comparisons is not None:
+            if i == 0:
+                row += ["reference"] * len(PAIRED_COLUMNS)
+            else:
+                cells = comparisons[i - 1].cells
+                row += [paired_cell(cells[key]) if key in cells else DASH for key in PAIRED_COLUMNS]
+        rows.append(row)
+    return Table(caption, header, rows, notes=[CONVENTION_NOTE, *notes], row_kinds=["run"] * len(rows))
+
+
+def published_table(caption: str, published: Sequence[PublishedRow]) -> Table:
+    """The paper's own rows, apart from this project's runs (its Acc2/F1 convention is not stated)."""
+    rows = [[r.system, r.dataset, r.source, _published_cell(r.acc7, 1), _published_cell(r.acc2, 1),
+             _published_cell(r.f1, 1), _published_cell(r.mae, 3), _published_cell(r.corr, 3)] for r in published]
+    return Table(caption, ["System", "Dataset", "Source", "Acc7", "Acc2", "F1", "MAE", "Corr"], rows,
+                 notes=["Copied from the paper; it does not state its Acc2/F1 convention, and publishes no seeds "
+                        "or spread, so no paired comparison with it is possible."],
+                 row_kinds=["published"] * len(rows))
 
 
 def metrics_table(docs: dict[str, dict[str, Any]]) -> Table:
