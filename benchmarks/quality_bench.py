@@ -257,7 +257,8 @@ def load_results(paths: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--features", required=True, help="features folder (train/valid.parquet + meta.json)")
+    ap.add_argument("--features", help="features folder (train/valid.parquet + meta.json); with --report-only "
+                    "only its meta.json is read, and it may be left out")
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="params override for every system")
@@ -271,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--title", default="the given features")
     ap.add_argument("--report-only", action="store_true", help="train nothing: render what --json holds")
     args = ap.parse_args(argv)
+    if not args.features and not args.report_only:
+        ap.error("--features is required to train (only --report-only renders without it)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    features = Path(args.features)
+    features = Path(args.features) if args.features else None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="m3sa-quality-"))
     if len(args.json) > 1 and not args.report_only:
         ap.error("several --json files are merged for --report-only; a training run writes one")
@@ -287,15 +290,21 @@ def main(argv: list[str] | None = None) -> int:
     with torch_settings(threads, deterministic=True):
         for name in [] if args.report_only else args.systems:
             run_system(name, args.seeds, args.overrides, features, workdir, cache, results, save)
-    meta = json.loads((features / "meta.json").read_text())
+    meta_path = features / "meta.json" if features else None
+    if meta_path and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        data = (f"Data: {meta.get('counts', meta.get('n_segments', ''))}; "
+                f"modalities {', '.join(meta.get('modalities', []))}. ")
+    else:
+        data = "Data: no features meta.json given. "
     lines = [f"## Quality over seeds on {args.title} ({time.strftime('%Y-%m-%d')})", "",
-             f"Command: `python benchmarks/quality_bench.py --features {features} --systems {' '.join(args.systems)} "
+             "Command: `python benchmarks/quality_bench.py" + (f" --features {features}" if features else "")
+             + f" --systems {' '.join(args.systems)} "
              f"--seeds {' '.join(map(str, args.seeds))}" + "".join(f" --set {o}" for o in args.overrides)
-             + "".join(f" --json {j}" for j in args.json) + "`"
-             + (" (rendered with --report-only from the seeds that JSON holds)" if args.report_only else ""), "",
+             + "".join(f" --json {j}" for j in args.json) + f" --against {' '.join(args.against)}"
+             + (" --report-only` (rendered from the seeds the JSON holds)" if args.report_only else "`"), "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU only. "
-             f"Data: {meta.get('counts', meta.get('n_segments', ''))}; modalities {', '.join(meta['modalities'])}. "
-             "Every system: params.yaml plus its overrides, the same epochs, schedule and early stopping, "
+             + data + "Every system: params.yaml plus its overrides, the same epochs, schedule and early stopping, "
              "selection on the valid split; valid metrics at the selected epoch.", "",
              *table(results, args.systems), ""]
     seg = segment_table(results, args.systems)
