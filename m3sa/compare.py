@@ -159,18 +159,23 @@ def paired_table(reference: str, rows: list[RowComparison], seed_metrics: tuple[
 
 
 def verdict_lines(reference: str, rows: list[RowComparison]) -> list[str]:
-    """One Markdown bullet per row: each metric's verdict by each test that could run."""
+    """One Markdown bullet per row: each metric's verdict (with its direction) by each test
+    that could run, and the Holm family it was corrected in."""
     out = []
     for row in rows:
-        parts = []
+        parts, family = [], 0
         for metric in dict.fromkeys(m for m, _ in row.cells):
             by_verdict: dict[str, list[str]] = {}
             for (m, method), d in row.cells.items():
                 if m == metric and method != WELCH and d.ok:
                     by_verdict.setdefault(d.verdict, []).append(method)
+                    family = max(family, d.family)
             if by_verdict:
-                parts.append(f"{METRIC_LABELS.get(metric, metric)}: " + ", ".join(
+                direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+                parts.append(f"{METRIC_LABELS.get(metric, metric)} ({direction}): " + ", ".join(
                     f"{v} ({', '.join(methods)})" for v, methods in by_verdict.items()))
-        what = "; ".join(parts) if parts else "nothing could be compared (see the table)"
-        out.append(f"- {row.name} against {reference}: {what}")
+        if parts:
+            out.append(f"- {row.name} against {reference} (Holm over {family} rows): " + "; ".join(parts))
+        else:
+            out.append(f"- {row.name} against {reference}: nothing could be compared (see the table)")
     return out

@@ -81,17 +81,6 @@ class Difference:
         d, lo, hi = (f"{v * scale:+.{digits}f}" for v in (self.diff, self.low, self.high))
         return f"{d} [{lo}, {hi}], p {fmt_p(self.p_holm)} (Holm): {self.verdict}"
 
-    def sentence(self, candidate: str, reference: str, label: str = "") -> str:
-        """One line: the verdict, the numbers, the method, the correction and the direction."""
-        name = label or self.metric
-        if not self.ok:
-            return f"{candidate} vs {reference}, {name} ({self.method}): cannot compare: {self.reason}"
-        unit = f"over {self.n} seeds" if self.method != BOOTSTRAP else f"over {self.n} segments"
-        direction = "lower is better" if self.metric in LOWER_IS_BETTER else "higher is better"
-        return (f"{candidate} vs {reference}, {name}: **{self.verdict}** ({self.diff:+.4f}, 95 % CI "
-                f"{self.low:+.4f} to {self.high:+.4f}; {self.method} {unit}, p {fmt_p(self.p)}, "
-                f"Holm over {self.family} rows {fmt_p(self.p_holm)}; {direction})")
-
 
 def fmt_p(p: float) -> str:
     """``0.0123 -> "0.012"``, below 0.001 ``"<0.001"``, NaN ``"–"``."""
@@ -102,7 +91,8 @@ def fmt_p(p: float) -> str:
 
 # ----------------------------------------------------------------------------- over seeds
 
-def shared_values(candidate: Mapping[Any, float], reference: Mapping[Any, float]) -> tuple[list[Any], np.ndarray, np.ndarray]:
+def shared_values(candidate: Mapping[Any, float],
+                  reference: Mapping[Any, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The seeds both hold (keys compared as strings, sorted) and their values, candidate then reference."""
     cand = {str(k): v for k, v in candidate.items()}
     ref = {str(k): v for k, v in reference.items()}
@@ -398,45 +388,51 @@ def _whose(row_lacks: bool, reference: SystemResults, why: str) -> str:
     return why if row_lacks else f"the reference ({reference.name}): {why}"
 
 
+def _seed_cells(row: SystemResults, reference: SystemResults, metrics: Sequence[str]) -> dict[tuple[str, str], Difference]:
+    cells: dict[tuple[str, str], Difference] = {}
+    for metric in metrics:
+        for method, fn in ((PAIRED, paired_t), (WELCH, welch_t)):
+            if row.per_seed is None or reference.per_seed is None:
+                lacks = row.per_seed is None
+                why = _whose(lacks, reference, row.per_seed_missing if lacks else reference.per_seed_missing)
+                cells[metric, method] = Difference(metric, method, reason=why)
+            else:
+                cells[metric, method] = _guarded(method, fn, metric, seed_values(row.per_seed, metric),
+                                                 seed_values(reference.per_seed, metric))
+    return cells
+
+
+def _segment_cells(row: SystemResults, reference: SystemResults, metrics: Sequence[str], n_resamples: int,
+                   seed: int) -> dict[tuple[str, str], Difference]:
+    if row.segments is None or reference.segments is None:
+        lacks = row.segments is None
+        why = _whose(lacks, reference, row.segments_missing if lacks else reference.segments_missing)
+        return {(m, BOOTSTRAP): Difference(m, BOOTSTRAP, reason=why) for m in metrics}
+    try:
+        boot = paired_bootstrap(row.segments, reference.segments, metrics, n_resamples, seed)
+    except NotComparable as err:
+        boot = {m: Difference(m, BOOTSTRAP, reason=str(err)) for m in metrics}
+    return {(m, BOOTSTRAP): d for m, d in boot.items()}
+
+
 def compare_to_reference(reference: SystemResults, rows: Sequence[SystemResults],
                          seed_metrics: Sequence[str] = SEED_METRICS, segment_metrics: Sequence[str] = SEGMENT_METRICS,
                          n_resamples: int = N_RESAMPLES, seed: int = 0, alpha: float = 1 - LEVEL) -> list[RowComparison]:
     """Every row against the reference: paired and Welch t per seed metric, the segment
-    bootstrap per segment metric, then Holm over the rows per (metric, method)."""
-    raw: list[dict[tuple[str, str], Difference]] = []
-    for row in rows:
-        cells: dict[tuple[str, str], Difference] = {}
-        for metric in seed_metrics:
-            for method, fn in ((PAIRED, paired_t), (WELCH, welch_t)):
-                if row.per_seed is None or reference.per_seed is None:
-                    lacks = row.per_seed is None
-                    why = _whose(lacks, reference, row.per_seed_missing if lacks else reference.per_seed_missing)
-                    cells[metric, method] = Difference(metric, method, reason=why)
-                else:
-                    cells[metric, method] = _guarded(method, fn, metric, seed_values(row.per_seed, metric),
-                                                     seed_values(reference.per_seed, metric))
-        if segment_metrics:
-            if row.segments is None or reference.segments is None:
-                why = _whose(row.segments is None, reference,
-                             row.segments_missing if row.segments is None else reference.segments_missing)
-                boot = {m: Difference(m, BOOTSTRAP, reason=why) for m in segment_metrics}
-            else:
-                try:
-                    boot = paired_bootstrap(row.segments, reference.segments, segment_metrics, n_resamples, seed)
-                except NotComparable as err:
-                    boot = {m: Difference(m, BOOTSTRAP, reason=str(err)) for m in segment_metrics}
-            cells.update({(m, BOOTSTRAP): d for m, d in boot.items()})
-        raw.append(cells)
-    keys = list(raw[0]) if raw else []
-    for key in keys:
+    bootstrap per segment metric (the same resamples for every row), then Holm over the
+    rows per (metric, method)."""
+    raw = [{**_seed_cells(row, reference, seed_metrics),
+            **(_segment_cells(row, reference, segment_metrics, n_resamples, seed) if segment_metrics else {})}
+           for row in rows]
+    for key in list(raw[0]) if raw else []:
         for cells, adjusted in zip(raw, apply_holm([c[key] for c in raw], alpha)):
             cells[key] = adjusted
     return [RowComparison(row.name, cells) for row, cells in zip(rows, raw)]
 
 
 METHOD_NOTE = ("Difference = row − reference. Paired t: over the seeds both ran (Student t 95 % CI, n = seeds). "
-               f"Welch t: unpaired, same seeds, for contrast. Bootstrap: {N_RESAMPLES:,} paired resamples of the segments, "
-               "each system's prediction per segment averaged over its seeds first (percentile 95 % CI, n = "
+               f"Welch t: unpaired, same seeds, for contrast. Bootstrap: {N_RESAMPLES:,} paired resamples of the "
+               "segments, each system's prediction per segment averaged over its seeds first (percentile 95 % CI, n = "
                "segments scored; Acc2 non0: labels ≠ 0, positive = > 0). p is Holm-corrected over the rows of "
                "the table, per metric and test; the verdict is read from it at 5 % (MAE: lower is better; "
                "Corr, Acc2, F1: higher). Intervals are not adjusted.")

@@ -164,7 +164,8 @@ def test_quality_bench_report_only_merges_json_files_and_compares(tmp_path, caps
     assert "**worse**" in rows["M3SA W/O ML", "MAE", "paired t"]
     assert "**worse**" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
     assert "| 150 |" in rows["M3SA W/O ML", "MAE", "bootstrap (valid segments)"]
-    assert "- M3SA W/O ML against M3SA (default recipe): MAE: worse (paired t, bootstrap); Corr: worse (paired t)" in out
+    assert ("- M3SA W/O ML against M3SA (default recipe) (Holm over 2 rows): MAE (lower is better): worse "
+            "(paired t, bootstrap); Corr (higher is better): worse (paired t)") in out
     assert "| Text only | MAE | paired t | 5 |" in out
     with pytest.raises(SystemExit):  # a training run writes one file: refused before anything trains
         bench.main([a for a in argv if a != "--report-only"])

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from m3sa import significance as sig
+from m3sa.compare import verdict_lines
 from m3sa.metrics import regression_metrics
 from m3sa.significance import NotComparable, SegmentPredictions, SystemResults
 
@@ -220,8 +221,11 @@ def test_compare_to_reference_applies_holm_per_metric_and_method():
     assert same["mae", sig.PAIRED].p_holm == pytest.approx(min(1.0, max(2 * pw, ps)))
     assert same["mae", sig.PAIRED].verdict == sig.NO_DIFFERENCE
     assert not two["mae", sig.PAIRED].ok and "2 shared seeds" in two["mae", sig.PAIRED].cell()
-    assert "Holm over 2 rows" in worse["mae", sig.PAIRED].sentence("worse", "ref", "MAE")
-    assert "lower is better" in worse["mae", sig.PAIRED].sentence("worse", "ref")
+    lines = verdict_lines("ref", out)
+    assert lines[0] == ("- worse against ref (Holm over 2 rows): MAE (lower is better): worse (paired t); "
+                        "Corr (higher is better): no difference detected at 95 % (paired t); "
+                        "Acc2 (non0) (higher is better): no difference detected at 95 % (paired t)")  # equal: p 1
+    assert lines[2] == "- two seeds against ref: nothing could be compared (see the table)"
     missing = sig.compare_to_reference(SystemResults("ref", base), [SystemResults("x", None, per_seed_missing="gone")])
     assert missing[0].cells["mae", sig.PAIRED].reason == "gone"
     assert missing[0].cells["mae", sig.BOOTSTRAP].reason == "no per-segment predictions"  # the row lacks them first
