@@ -3,7 +3,7 @@
     python benchmarks/train_memory.py [--features data/features] [--steps 5] [--set key=value ...]
 
 Runs in this one process, in the order training does: imports (torch; the text encoder's
-library; dvclive, pyarrow and the rest of m3sa), ``load_training_data`` (the tokenised train
+library; pyarrow and the training code of m3sa), ``load_training_data`` (the tokenised train
 and valid splits), ``build_model``, the ``Trainer`` (its two optimizers), then ``--steps``
 two-phase training steps. After each it prints RSS and peak RSS (VmRSS / VmHWM of
 /proc/self/status, Linux) and the difference to the previous line, beside what the
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", default=str(ROOT / "data" / "features"))
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="leave glibc's malloc as it is (no m3sa.runtime.return_freed_memory), for comparison")
     args = ap.parse_args(argv)
     rows: list[tuple[str, float, float, str]] = []
 
@@ -51,16 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import BertModel  # noqa: F401
 
     mark("import transformers' BertModel")
-    import dvclive  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
     from m3sa.config import load_params
     from m3sa.data.dataset import BucketBatchSampler, iterate_batches
     from m3sa.models import build_model
-    from m3sa.runtime import Runtime
+    from m3sa.runtime import Runtime, return_freed_memory
     from m3sa.training import Trainer, load_training_data
 
-    mark("import dvclive, pyarrow, m3sa")
+    if not args.glibc_default:
+        return_freed_memory()  # as training does (m3sa.runtime.run_settings)
+    mark("import pyarrow, m3sa.training")
     features = Path(args.features)
     disk = sum(f.stat().st_size for f in features.glob("*.parquet") if f.stem in ("train", "valid")) / MIB
     cfg = load_params(ROOT / "params.yaml", [f"data.features_dir={features}", *args.overrides])

@@ -8,8 +8,9 @@ On predictions p and labels y in [-3, 3] (no clipping for MAE and Corr):
 - Binary accuracy and F1 in both conventions papers use:
   ``non0``: only samples with y != 0, positive = (> 0) -> ``acc2_non0``, ``f1_non0``;
   ``has0``: all samples, positive = (>= 0) -> ``acc2_has0``, ``f1_has0``.
-  F1 is sklearn's weighted F1 called as f1_score(truth, prediction) (the weights are the
-  true class supports, so the order matters). With no non-zero label the ``non0`` values are NaN.
+  F1 is the support-weighted F1 of sklearn's ``f1_score(truth, prediction, average="weighted",
+  zero_division=0)`` (the weights are the true class supports, so the order matters), computed
+  here in numpy. With no non-zero label the ``non0`` values are NaN.
 
 All values are plain floats, fractions (not percent), unrounded.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 METRIC_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0")
 
@@ -40,12 +40,23 @@ def pearson(p: np.ndarray, y: np.ndarray) -> float:
     return float((pc * yc).sum() / denom) if denom > 0 else 0.0
 
 
+def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """F1 per class (2 TP / (2 TP + FP + FN), 0 where that is 0 / 0), averaged with the true
+    class counts as weights: sklearn's ``f1_score(truth, pred, average="weighted", zero_division=0)``
+    for boolean arrays, without importing sklearn."""
+    total = 0.0
+    for cls in (False, True):
+        t, p = truth == cls, pred == cls
+        tp = int(np.sum(t & p))
+        denom = 2 * tp + int(np.sum(~t & p)) + int(np.sum(t & ~p))
+        total += (2 * tp / denom if denom else 0.0) * int(t.sum())
+    return total / truth.size
+
+
 def _binary(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     if truth.size == 0:
         return float("nan"), float("nan")
-    acc = float(np.mean(truth == pred))
-    f1 = float(f1_score(truth, pred, average="weighted", zero_division=0.0))
-    return acc, f1
+    return float(np.mean(truth == pred)), weighted_f1(truth, pred)
 
 
 def regression_metrics(preds: Any, labels: Any) -> dict[str, float]:

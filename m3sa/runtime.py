@@ -128,13 +128,40 @@ def torch_settings(num_threads: int, deterministic: bool, cudnn_attention: bool 
         torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
 
 
+# glibc's mallopt parameter: allocations of at least this many bytes are served by mmap.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Have glibc serve blocks of ``threshold`` bytes or more (tensors, mostly) with mmap, so
+    that a freed tensor's memory goes back to the system at once; True when set.
+
+    By default glibc raises this threshold each time such a block is freed, after which
+    tensors of the sizes a training step allocates and frees come from its heap, which grows
+    with fragmentation and is not given back: resident memory crept up by 70-100 MiB every few
+    steps (docs/benchmarks.md, "Where the memory goes"). A process-wide setting that changes
+    no computed value; a no-op outside glibc (macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 @contextmanager
 def run_settings(cfg: Config, rt: Runtime) -> Iterator[None]:
     """:func:`torch_settings` for a training run of ``cfg`` on ``rt``: ``train.num_threads``
     (shared out under DDP on CPU), deterministic kernels on CPU, and no cuDNN attention on CUDA.
     cuDNN builds an attention plan for each new sequence length, which cost seconds per length
     on an H200 (bucketed batches bring dozens of lengths); the flash and memory-efficient
-    kernels need none (docs/benchmarks.md, "GPU check")."""
+    kernels need none (docs/benchmarks.md, "GPU check"). Freed tensors go back to the system
+    (:func:`return_freed_memory`)."""
+    return_freed_memory()
     with torch_settings(rt.threads(cfg.train.num_threads), deterministic=rt.device.type == "cpu",
                         cudnn_attention=False):
         yield

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m3sa.metrics import METRIC_KEYS, aggregate, regression_metrics
+from m3sa.metrics import METRIC_KEYS, aggregate, regression_metrics, weighted_f1
 
 
 def test_hand_computed_example():
@@ -139,3 +141,23 @@ def test_aggregate_rejects_mismatched_keys():
         aggregate([{"mae": 0.5}, {"corr": 0.1}])
     with pytest.raises(ValueError):
         aggregate([])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=40))
+def test_weighted_f1_equals_sklearns(pairs):
+    """The numpy F1 is sklearn's f1_score(truth, pred, average="weighted", zero_division=0),
+    degenerate cases included (one class only, no prediction of a class)."""
+    from sklearn.metrics import f1_score
+
+    truth, pred = (np.array(x, dtype=bool) for x in zip(*pairs))
+    want = f1_score(truth, pred, average="weighted", zero_division=0.0)
+    assert weighted_f1(truth, pred) == pytest.approx(want, abs=1e-12)
+
+
+def test_metrics_do_not_import_sklearn():
+    """Training scores valid predictions every epoch: the metrics must not pull sklearn (and
+    pandas, scipy) into the training process."""
+    code = "import sys, m3sa.metrics, m3sa.training; print(sorted(m for m in ('sklearn', 'pandas', 'dvclive') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
