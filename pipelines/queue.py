@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc, thread_share
+from pipelines._dvc import DvcError, capture, dvc_executable, run_command, run_dvc, subprocess_env, thread_share
 from pipelines.grids import GRIDS as TABLES
 _ACTIVE = re.compile(r"\b(Queued|Running)\b")
 _WORKERS = re.compile(r"Worker status:\s*(\d+) active,\s*(\d+) idle")
@@ -59,9 +60,48 @@ def stalled(status: str) -> bool:
             and re.search(r"\bQueued\b", status) is not None and re.search(r"\bRunning\b", status) is None)
 
 
-def start_workers(cwd: Path, jobs: int, env: dict[str, str] | None = None) -> None:
-    """``dvc queue start -j jobs`` with ``env`` (the runs' thread caps) added to the workers' environment."""
-    run_dvc(["queue", "start", "-j", str(jobs)], cwd, env=env)
+START_WAIT_S = 60.0  # how long `dvc queue start` may take to hand over to its workers
+START_LOG = Path(".dvc") / "tmp" / "queue-start.log"
+
+
+def start_workers(cwd: Path, jobs: int, env: dict[str, str] | None = None) -> subprocess.Popen | None:
+    """``dvc queue start -j jobs`` with ``env`` (the runs' thread caps) added to the workers' environment.
+
+    Its output goes to ``.dvc/tmp/queue-start.log``, not to a pipe: the workers it starts
+    inherit its output, so reading a pipe to its end waits for the last worker, and the
+    command itself can stay alive after starting them. It gets ``START_WAIT_S`` seconds to
+    exit; a failure raises :class:`DvcError`; still running, its process is returned (the
+    queue's progress is read from ``dvc queue status`` meanwhile, and :func:`stop` ends it).
+    """
+    log_path = Path(cwd) / START_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    args = [dvc_executable(), "queue", "start", "-j", str(jobs)]
+    log.info("$ dvc queue start -j %d  (output: %s)", jobs, START_LOG)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=subprocess_env(env), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        code = proc.wait(timeout=START_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.info("`dvc queue start` still runs after %.0f s; following the queue through `dvc queue status`",
+                 START_WAIT_S)
+        return proc
+    if code != 0:
+        lines = log_path.read_text(errors="replace").splitlines()[-20:]
+        raise DvcError(args, code, lines, Path(cwd))
+    return None
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """End a ``dvc queue start`` still running once the queue has drained (its workers are done)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, poll_s: float = 10.0,
@@ -72,6 +112,16 @@ def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, 
     seen here), leaving experiments queued with no worker. After three polls in a row that
     show no worker (workers just started may not show yet), workers are started again, up to
     ``restarts`` times; False when they keep dying."""
+    starts: list[subprocess.Popen | None] = []
+    try:
+        return _poll(cwd, jobs, env, poll_s, restarts, starts)
+    finally:
+        for proc in starts:
+            stop(proc)
+
+
+def _poll(cwd: Path, jobs: int, env: dict[str, str] | None, poll_s: float, restarts: int,
+          starts: list[subprocess.Popen | None]) -> bool:
     idle_polls = 0
     while True:
         status = capture([dvc_executable(), "queue", "status"], cwd)
@@ -84,7 +134,7 @@ def wait_for_queue(cwd: Path, jobs: int = 1, env: dict[str, str] | None = None, 
             restarts -= 1
             idle_polls = 0
             log.warning("experiments are queued but no queue worker is alive; starting %d again", jobs)
-            start_workers(cwd, jobs, env)
+            starts.append(start_workers(cwd, jobs, env))
         time.sleep(poll_s)
 
 
@@ -106,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         threads = thread_share(args.jobs)  # the workers' runs share the cores
         if threads:
             print("each experiment's threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()))
-        start_workers(cwd, args.jobs, threads)
+        starter = start_workers(cwd, args.jobs, threads)
         if args.no_wait:
             return 0
-        if not wait_for_queue(cwd, args.jobs, threads):
+        drained = wait_for_queue(cwd, args.jobs, threads)
+        stop(starter)
+        if not drained:
             print("error: queue: the queue workers keep dying with experiments still queued; see "
                   ".dvc/tmp/exps/celery/*.out, then `dvc queue start` or run this again", file=sys.stderr)
             return 2

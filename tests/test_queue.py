@@ -3,7 +3,11 @@ reading of `dvc queue status`."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
+
+import pytest
 
 import pipelines.queue as queue
 
@@ -47,11 +51,11 @@ def test_parallel_runs_share_the_cores_and_user_settings_win():
 def test_queue_workers_start_with_their_share_of_the_cores(monkeypatch, tmp_path):
     calls: list[tuple[list[str], dict]] = []
     monkeypatch.setattr(queue, "queue_table", lambda *a, **k: ["table3-full-soft"])
-    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: calls.append((list(args), env)))
+    monkeypatch.setattr(queue, "start_workers", lambda cwd, jobs, env=None: calls.append((jobs, env)))
     monkeypatch.setattr(queue, "thread_share", lambda jobs: {"OMP_NUM_THREADS": str(8 // jobs)})
     monkeypatch.chdir(tmp_path)
     assert queue.main(["table3", "--jobs", "4", "--no-wait"]) == 0
-    assert calls == [(["queue", "start", "-j", "4"], {"OMP_NUM_THREADS": "2"})]
+    assert calls == [(4, {"OMP_NUM_THREADS": "2"})]
 
 
 RUNNING = "Task  Name  Created  Status\na1  table3-x  10:00 AM  Running\nb2  table3-y  10:00 AM  Queued\n\nWorker status: 1 active, 0 idle\n"
@@ -62,16 +66,76 @@ DONE = "Task  Name  Created  Status\nb2  table3-y  10:00 AM  Success\n\nWorker s
 def test_a_queue_whose_workers_died_is_restarted_not_waited_on_forever(monkeypatch):
     assert queue.stalled(STALLED) and not queue.stalled(RUNNING) and not queue.stalled(DONE)
     statuses = iter([RUNNING, STALLED, STALLED, STALLED, RUNNING, DONE])
-    starts: list[tuple[list[str], dict | None]] = []
+    starts: list[tuple[int, dict | None]] = []
     monkeypatch.setattr(queue, "capture", lambda args, cwd: next(statuses))
-    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: starts.append((list(args), env)))
+    monkeypatch.setattr(queue, "start_workers", lambda cwd, jobs, env=None: starts.append((jobs, env)))
     assert queue.wait_for_queue(Path("."), jobs=2, env={"OMP_NUM_THREADS": "1"}, poll_s=0) is True
-    assert starts == [(["queue", "start", "-j", "2"], {"OMP_NUM_THREADS": "1"})]  # once, after 3 stalled polls
+    assert starts == [(2, {"OMP_NUM_THREADS": "1"})]  # once, after 3 stalled polls
 
 
 def test_workers_that_keep_dying_end_the_wait(monkeypatch):
     monkeypatch.setattr(queue, "capture", lambda args, cwd: STALLED)
-    starts: list[list[str]] = []
-    monkeypatch.setattr(queue, "run_dvc", lambda args, cwd, env=None: starts.append(list(args)))
+    starts: list[int] = []
+    monkeypatch.setattr(queue, "start_workers", lambda cwd, jobs, env=None: starts.append(jobs))
     assert queue.wait_for_queue(Path("."), jobs=1, poll_s=0, restarts=2) is False
     assert len(starts) == 2
+
+
+FAKE_DVC = """#!/bin/sh
+# A stand-in for dvc: `queue start` leaves a worker holding its output and stays alive itself,
+# as the real one was seen to; `queue status` reports the queue drained after the first poll.
+case "$1 $2" in
+  "exp run") exit 0 ;;
+  "queue start")
+    echo "Started '$4' new experiment task queue workers."
+    sleep 300 &
+    echo $! > worker.pid
+    exec sleep 300 ;;
+  "queue status")
+    if [ -f polled ]; then printf 'Task  Name  Created  Status\\na1  table3-full-soft  10:00 AM  Success\\n\\nWorker status: 0 active, 0 idle\\n'
+    else touch polled; printf 'Task  Name  Created  Status\\na1  table3-full-soft  10:00 AM  Running\\n\\nWorker status: 1 active, 0 idle\\n'; fi ;;
+esac
+"""
+
+
+def test_the_table_command_ends_when_the_queue_has_drained_even_if_queue_start_lingers(monkeypatch, tmp_path):
+    """`dvc queue start` that never exits, with a worker holding its output open: the command
+    follows `dvc queue status`, gathers the results and ends, and leaves no `queue start` behind."""
+    import os
+    import signal
+    import time
+
+    fake = tmp_path / "dvc"
+    fake.write_text(FAKE_DVC)
+    fake.chmod(0o755)
+    gathered: list[list[str]] = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(queue, "dvc_executable", lambda: str(fake))
+    monkeypatch.setattr(queue, "queue_table", lambda *a, **k: ["table3-full-soft"])
+    monkeypatch.setattr(queue, "run_command", lambda args, cwd: gathered.append(list(args)))
+    monkeypatch.setattr(queue, "START_WAIT_S", 1.0)
+    monkeypatch.setattr(queue.time, "sleep", lambda s: None)
+    started = time.monotonic()
+    try:
+        assert queue.main(["table3", "--seeds", "0"]) == 0
+        assert time.monotonic() - started < 20
+        assert gathered and gathered[0][-2:] == ["stages.collect", "--all-commits"]
+        log = (tmp_path / queue.START_LOG).read_text()
+        assert "Started '1' new experiment task queue workers." in log
+        out = subprocess.run(["pgrep", "-f", f"{tmp_path}/dvc queue start"], capture_output=True, text=True)
+        assert out.stdout.strip() == "", "the lingering `dvc queue start` was left running"
+    finally:
+        pid = (tmp_path / "worker.pid")
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+
+
+def test_a_failing_queue_start_is_one_error_with_its_output(monkeypatch, tmp_path):
+    fake = tmp_path / "dvc"
+    fake.write_text("#!/bin/sh\necho 'ERROR: unexpected error - broker is down' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(queue, "dvc_executable", lambda: str(fake))
+    with pytest.raises(queue.DvcError) as err:
+        queue.start_workers(tmp_path, 2)
+    assert "broker is down" in str(err.value)
