@@ -160,6 +160,8 @@ class TrainConfig:
     select_metric: Literal["mae", "corr", "acc2_non0", "f1_non0", "acc7"] = "mae"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    padding: Literal["auto", "batch", "buckets"] = "auto"
     nproc: int = 1
     num_threads: int = 0
     max_batches: int = 0

@@ -128,6 +128,11 @@ def torch_settings(num_threads: int, deterministic: bool, cudnn_attention: bool 
         torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
 
 
+def uses_buckets(padding: str, device: torch.device) -> bool:
+    """Whether training batches are padded to bucket lengths (``train.padding``; auto: on CUDA)."""
+    return padding == "buckets" or (padding == "auto" and device.type == "cuda")
+
+
 # glibc's mallopt parameter: allocations of at least this many bytes are served by mmap.
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 * 1024

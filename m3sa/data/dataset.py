@@ -53,15 +53,31 @@ class Ragged:
     def lengths(self) -> Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
-    def pad(self, idx: Tensor, min_len: int = 1) -> tuple[Tensor, Tensor]:
-        """Rows ``idx`` padded to the longest of them: (B, T, ...) values and (B, T) mask."""
+    def pad(self, idx: Tensor, min_len: int = 1, buckets: bool = False) -> tuple[Tensor, Tensor]:
+        """Rows ``idx`` padded to the longest of them (``buckets``: to the :func:`bucket_length`
+        that holds it): (B, T, ...) values and (B, T) mask."""
         starts = self.offsets[idx]  # (B,)
         lens = self.offsets[idx + 1] - starts  # (B,)
         t = max(int(lens.max()) if len(idx) else 0, min_len)
+        t = bucket_length(t) if buckets else t
         pos = torch.arange(t)
         mask = pos[None, :] < lens[:, None]  # (B, T)
         flat = torch.where(mask, starts[:, None] + pos[None, :], self.values.shape[0] - 1)  # (B, T)
         return self.values[flat], mask  # (B, T, ...), (B, T)
+
+
+def bucket_length(n: int) -> int:
+    """The padded length of a batch whose longest row has ``n`` steps under bucketed padding:
+    the smallest of 8, 12, 16, 24, 32, 48, 64, 96, 128, ... (2^k and 1.5 * 2^k) that is >= n.
+
+    A few fixed lengths (two per doubling), at most 50 % padding: each (batch size, token length,
+    frame length) is one static shape, so a CUDA graph or a compiled graph per shape is
+    reused across the epoch instead of built for every new length.
+    """
+    size = 8
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
 
 
 def _ragged(values: Tensor, offsets: np.ndarray, pad_row: Tensor) -> Ragged:
@@ -93,18 +109,20 @@ class SplitData:
         lens = [r.lengths.numpy() for r in self.fields.values()]
         return np.max(np.stack(lens), axis=0) if lens else np.ones(len(self), dtype=np.int64)
 
-    def collate(self, indices: Sequence[int] | Tensor) -> dict[str, Tensor]:
-        """The batch dict of docs/architecture.md for rows ``indices``, padded to the batch max."""
+    def collate(self, indices: Sequence[int] | Tensor, buckets: bool = False) -> dict[str, Tensor]:
+        """The batch dict of docs/architecture.md for rows ``indices``, padded to the batch max
+        (``buckets``: to its :func:`bucket_length`; padded steps are masked, so the model
+        computes the same values up to float rounding)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         batch: dict[str, Tensor] = {"label": self.labels[idx], "index": idx}
         if "input_ids" in self.fields:
-            ids, mask = self.fields["input_ids"].pad(idx, min_len=2)
+            ids, mask = self.fields["input_ids"].pad(idx, min_len=2, buckets=buckets)
             batch["input_ids"] = ids.masked_fill(~mask, self.pad_token_id)  # (B, T_tok)
             batch["attention_mask"] = mask.long()  # (B, T_tok)
-            batch["word_index"] = self.fields["word_index"].pad(idx, min_len=2)[0]  # (B, T_tok), -1 = none
+            batch["word_index"] = self.fields["word_index"].pad(idx, min_len=2, buckets=buckets)[0]  # -1 = none
         for m in FRAME_MODALITIES:
             if m in self.fields:
-                batch[m], batch[f"{m}_mask"] = self.fields[m].pad(idx)  # (B, T_m, d_m), (B, T_m)
+                batch[m], batch[f"{m}_mask"] = self.fields[m].pad(idx, buckets=buckets)  # (B, T_m, d_m), (B, T_m)
         return batch
 
 
@@ -360,11 +378,12 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 
 
 def iterate_batches(data: SplitData, sampler: Iterator[list[int]] | BucketBatchSampler,
-                    device: torch.device) -> Iterator[dict[str, Tensor]]:
-    """Collated batches on ``device``; on CUDA the next batch is copied while this one runs."""
+                    device: torch.device, buckets: bool = False) -> Iterator[dict[str, Tensor]]:
+    """Collated batches on ``device`` (``buckets``: padded to bucket lengths, see
+    :meth:`SplitData.collate`); on CUDA the next batch is copied while this one runs."""
     pending: dict[str, Tensor] | None = None
     for indices in sampler:
-        nxt = to_device(data.collate(indices), device)
+        nxt = to_device(data.collate(indices, buckets), device)
         if pending is not None:
             yield pending
         pending = nxt

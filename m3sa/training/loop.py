@@ -29,7 +29,7 @@ from m3sa.config import Config
 from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches
 from m3sa.errors import TrainingError
 from m3sa.evaluation import Predictions, predict
-from m3sa.runtime import Runtime, distributed_runtime, run_settings
+from m3sa.runtime import Runtime, distributed_runtime, run_settings, uses_buckets
 from m3sa.training.curves import Curves
 from m3sa.training.data import TrainingData, load_training_data
 from m3sa.training.optim import lr_factor, set_lr
@@ -185,7 +185,7 @@ def _run_epoch(trainer: Trainer, data: SplitData, sampler: BucketBatchSampler, c
     start = time.perf_counter()
     bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=True if not rt.main else None,
                leave=False, dynamic_ncols=True)
-    it = iterate_batches(data, local, rt.device)
+    it = iterate_batches(data, local, rt.device, buckets=uses_buckets(tc.padding, rt.device))
     try:
         for i, gbatch in enumerate(batches):
             t = time.perf_counter()

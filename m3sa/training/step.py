@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from m3sa import losses
 from m3sa.config import Config
 from m3sa.errors import CheckpointError
-from m3sa.runtime import Runtime, autocast_for
+from m3sa.runtime import Runtime, autocast_for, uses_buckets
 from m3sa.training.optim import build_optimizer, unique_trainable
 
 
@@ -223,5 +223,7 @@ def _wrap(net: nn.Module, cfg: Config, rt: Runtime) -> nn.Module:
         net = DDP(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                   find_unused_parameters=True)
     if cfg.train.compile:
-        net = torch.compile(net, dynamic=True)  # batches vary in length: one graph with symbolic shapes
+        # bucketed padding: a graph per static shape; otherwise one graph with symbolic shapes
+        static = uses_buckets(cfg.train.padding, rt.device)
+        net = torch.compile(net, dynamic=not static, mode=cfg.train.compile_mode)
     return net
