@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: two training epochs of the default config and of a BERT-base-sized text encoder
 # (random:bert-base, randomly initialised: no weights needed offline) on the default embedded
-# dataset, on CUDA; prints samples/s and peak GPU memory (torch.cuda.max_memory_allocated).
+# dataset, on CUDA, with batch padding and with bucketed padding (static shapes); prints
+# samples/s per epoch, the GPU's busy share of a step, kernel launches, copies and host
+# synchronisations per step and peak GPU memory (benchmarks/gpu_bench.py).
 #
 #   bash scripts/setup.sh && bash benchmarks/gpu_check.sh [WORKDIR]
 #
@@ -12,7 +14,10 @@
 # a process pays CUDA warm-up (each new sequence length costs seconds once): read the second
 # epoch's samples/s in the "per epoch" column for the steady rate.
 # Knobs (environment): PYTHON (default .venv/bin/python), DEVICE (cuda; `cpu` for a dry run
-# of the script itself), SIZE (default), EPOCHS (2), MAX_BATCHES (0 = the whole epoch).
+# of the script itself), SIZE (default), EPOCHS (2), MAX_BATCHES (0 = the whole epoch),
+# STEPS (20 profiled steps), CONFIGS ("default bert-base"), PADDING ("batch buckets"),
+# COMPILE_MODES ("none"; e.g. "none reduce-overhead": compiling costs minutes), BASELINE_ROOT
+# (an older checkout measured first), PIPELINE=1 (also the default pipeline's test MAE).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -42,39 +47,20 @@ set_data=(--set "data.sample_size=$SIZE" --set data.source=sample --set data.sam
 "$PY" -m stages.extract --params "$ROOT/params.yaml" "${set_data[@]}"
 echo "gpu_check: sample + extract in $((SECONDS - t0)) s"
 
-"$PY" - <<'EOF'
-import json, os, time
-from pathlib import Path
-import torch
-from m3sa.checkpoint import load_checkpoint
-from m3sa.config import load_params
-from m3sa.training import train_all
-
-root, device = Path(os.environ["M3SA_ROOT"]), os.environ["DEVICE"]
-rows = []
-for name, encoder in (("default", None), ("bert-base", "random:bert-base")):
-    overrides = ["data.features_dir=data/features", "train.seeds=[0]", f"train.epochs={os.environ['EPOCHS']}",
-                 f"train.max_batches={os.environ['MAX_BATCHES']}", f"train.device={device}",
-                 f"train.models_dir=models/{name}", f"train.live_dir=dvclive/{name}"]
-    if encoder:
-        overrides.append(f"model.text_encoder={encoder}")
-    cfg = load_params(root / "params.yaml", overrides)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    summary = train_all(cfg, metrics_path=f"metrics/train_{name}.json")
-    wall = time.perf_counter() - t
-    seed = summary["per_seed"][0]
-    history = load_checkpoint(Path(cfg.train.models_dir) / "seed_0" / "last.pt")["train_state"]["history"]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    rows.append((name, cfg.model.text_encoder, seed["samples_per_s"], [h["samples_per_s"] for h in history],
-                 seed["data_wait_share"], peak, wall, summary["device"]))
-print()
-print("| config | text encoder | device | samples/s (training) | per epoch | waiting for data | peak GPU memory | wall (incl. load + valid) |")
-print("|---|---|---|---|---|---|---|---|")
-for name, enc, sps, per_epoch, wait, peak, wall, dev in rows:
-    print(f"| {name} | {enc} | {dev} | {sps:.1f} | {', '.join(f'{v:.1f}' for v in per_epoch)} | "
-          f"{100 * (wait or 0):.1f}% | {peak:.2f} GiB | {wall:.1f} s |")
-EOF
+# Before and after on the same card in one call: BASELINE_ROOT=<an older checkout> (for
+# example `git worktree add baseline 8112e84` inside this repository, so that the device copy
+# carries it) runs the same benchmark with that code first.
+bench=(--features data/features --device "$DEVICE" --epochs "$EPOCHS" --max-batches "$MAX_BATCHES"
+       --steps "${STEPS:-20}" --configs ${CONFIGS:-default bert-base} --padding ${PADDING:-batch buckets}
+       --compile-modes ${COMPILE_MODES:-none} --json gpu_bench.jsonl)
+if [ -n "${BASELINE_ROOT:-}" ]; then
+    M3SA_CODE_ROOT="$(cd "$BASELINE_ROOT" && pwd)" PYTHONPATH="$(cd "$BASELINE_ROOT" && pwd)" \
+        "$PY" "$ROOT/benchmarks/gpu_bench.py" "${bench[@]}" --label before
+fi
+"$PY" "$ROOT/benchmarks/gpu_bench.py" "${bench[@]}" --label after
+if [ "${PIPELINE:-0}" = 1 ]; then  # the default pipeline's test MAE on this device (3 seeds)
+    "$PY" -m stages.train --params "$ROOT/params.yaml" --set data.features_dir=data/features --set "train.device=$DEVICE"
+    "$PY" -m stages.evaluate --params "$ROOT/params.yaml" --set data.features_dir=data/features --set "train.device=$DEVICE"
+    "$PY" -c "import json; m = json.load(open('metrics/test.json')); print('gpu_check: test MAE', m['mean']['mae'], '+-', m['std']['mae'], 'per seed', [round(s['mae'], 4) for s in m['per_seed']])"
+fi
 echo "gpu_check: done in $((SECONDS - t0)) s (outputs in $WORK)"
