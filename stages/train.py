@@ -1,7 +1,7 @@
 """``python -m stages.train``: train every seed of ``train.seeds``.
 
-Writes ``models/seed_<s>/{best,last}.pt``, dvclive curves under ``train.live_dir`` and
-``metrics/train.json``. Rerunning resumes each seed from its ``last.pt`` when the
+Writes ``models/seed_<s>/{best.pt,state.json}`` (``last.pt`` while the seed trains), dvclive
+curves under ``train.live_dir`` and ``metrics/train.json``. Rerunning resumes each seed from its ``last.pt`` when the
 parameters match. With ``train.nproc > 1`` the stage launches itself in ``nproc`` processes
 as ``torchrun --standalone`` would (DistributedDataParallel; gloo on CPU, NCCL on CUDA);
 launching it under ``torchrun`` directly works too. While it runs, rank 0 holds

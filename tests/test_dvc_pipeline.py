@@ -24,6 +24,8 @@ def restore(repo: Path) -> None:
 def project(tmp_path_factory) -> Path:
     repo = make_project(tmp_path_factory.mktemp("dvc") / "proj")
     sh(["dvc", "repro"], repo)
+    status = sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout
+    (repo.parent / "status-after-repro.txt").write_text(status)
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "baseline run"], repo)
     return repo
@@ -37,6 +39,14 @@ def test_repro_from_scratch_writes_every_declared_output(project):
     test = json.loads((project / "metrics/test.json").read_text())
     assert set(test["mean"]) == METRIC_KEYS and len(test["per_seed"]) == 1
     assert (project / "dvc.lock").exists()
+
+
+def test_repro_leaves_no_untracked_file_and_finished_seeds_no_resume_state(project):
+    """metrics/ and plots/ are committed to git (DVC's get-started layout), the cached outputs
+    git-ignored; a finished seed keeps best.pt and state.json only."""
+    status = (project.parent / "status-after-repro.txt").read_text().splitlines()
+    assert [line for line in status if line.startswith("??")] == []
+    assert sorted(p.name for p in (project / "models/seed_0").iterdir()) == ["best.pt", "state.json"]
 
 
 def test_second_repro_is_a_noop(project):

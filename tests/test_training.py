@@ -96,7 +96,7 @@ def test_phase_one_updates_only_unimodal_parameters(small):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = load_split(small, "train", load_tokenizer("random:tiny"), 24).collate(list(range(16)))
     stats = trainer.unimodal_step(batch)
-    assert set(stats) == {"loss_unimodal", "loss_language", "loss_acoustic", "loss_visual"}
+    assert set(stats.names) == {"loss_unimodal", "loss_language", "loss_acoustic", "loss_visual"}
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in names_other)
     changed = [n for n in names_uni if not torch.equal(before[n], after[n])]
@@ -425,3 +425,15 @@ def test_stage_launches_nproc_processes_and_reports_user_errors_in_one_line(smal
     assert "Traceback" not in bad.stderr and "ChildFailedError" not in bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert errors and all(re.fullmatch(r"error: train: .*missing/meta\.json: not found; .*", e) for e in errors)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": "m3sa-train-state", "seed": 0, "resume_digest": 7}',
+                                     '{"format": "m3sa-train-state", "seed": 0}', "[]"])
+def test_a_damaged_state_file_means_training_from_scratch(small, tmp_path, caplog, content):
+    run(make_cfg(epochs=1), small, tmp_path)
+    (tmp_path / "models/seed_0/state.json").write_text(content)
+    with caplog.at_level(logging.WARNING, logger="m3sa.training"):
+        again = run(make_cfg(epochs=1), small, tmp_path)
+    assert again["resumed_from_epoch"] == 0 and again["epochs_run"] == 1
+    assert "state.json" in caplog.text and "starts from scratch" in caplog.text
+    json.loads((tmp_path / "models/seed_0/state.json").read_text())["train_state"]  # rewritten whole

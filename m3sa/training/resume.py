@@ -136,14 +136,19 @@ def write_finished(path: Path, state: TrainState, cfg: Config, seed: int, meta: 
 def finished_state(path: Path, cfg: Config, seed: int, meta: dict[str, Any]) -> TrainState | None:
     """The state of a seed ``path`` records as finished with these params and data, or None
     (absent, unreadable, another seed or digest, or fewer epochs than ``train.epochs`` asks)."""
+    if not path.exists():
+        return None
     try:
         raw = json.loads(path.read_text())
-        ok = (isinstance(raw, dict) and raw.get("format") == STATE_FORMAT and raw.get("seed") == seed
-              and raw.get("resume_digest") == resume_digest(cfg, meta))
-        state = TrainState(**{k: v for k, v in raw["train_state"].items() if k in TrainState.__dataclass_fields__}) if ok else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if state is None:
+        if not (isinstance(raw, dict) and raw.get("format") == STATE_FORMAT and raw.get("seed") == seed):
+            raise ValueError("not a finished seed's state")
+        if raw.get("resume_digest") != resume_digest(cfg, meta):
+            log.warning("%s: the finished seed was written with other parameters or data; seed %d starts "
+                        "from scratch", path, seed)
+            return None
+        state = TrainState(**{k: v for k, v in raw["train_state"].items() if k in TrainState.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("%s: unreadable (%s); seed %d starts from scratch", path, err, seed)
         return None
     if state.best is None and state.epoch:  # NaN/inf were written as null
         state.best = float("nan")
