@@ -94,7 +94,7 @@ class LossTally:
         self.seen += n
         objectives = values.index_select(0, self._objectives)  # (phases,)
         bad = ~torch.isfinite(objectives)
-        phase = torch.argmax(bad.to(torch.uint8))  # the first phase that went non-finite
+        phase = torch.argmax(bad.to(values.dtype))  # the first phase that went non-finite
         record = torch.stack([torch.full_like(objectives[0], float(batch)), objectives[phase], phase.to(values.dtype)])
         self.first_bad = torch.where(bad.any() & (self.first_bad[0] == 0), record, self.first_bad)
 
