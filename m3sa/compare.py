@@ -163,19 +163,22 @@ def verdict_lines(reference: str, rows: list[RowComparison]) -> list[str]:
     that could run, and the Holm family it was corrected in."""
     out = []
     for row in rows:
-        parts, family = [], 0
+        parts, families = [], {}
         for metric in dict.fromkeys(m for m, _ in row.cells):
             by_verdict: dict[str, list[str]] = {}
             for (m, method), d in row.cells.items():
                 if m == metric and method != WELCH and d.ok:
                     by_verdict.setdefault(d.verdict, []).append(method)
-                    family = max(family, d.family)
+                    families[method] = max(families.get(method, 0), d.family)
             if by_verdict:
                 direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
                 parts.append(f"{METRIC_LABELS.get(metric, metric)} ({direction}): " + ", ".join(
                     f"{v} ({', '.join(methods)})" for v, methods in by_verdict.items()))
         if parts:
-            out.append(f"- {row.name} against {reference} (Holm over {family} rows): " + "; ".join(parts))
+            sizes = set(families.values())
+            holm = (f"Holm over {sizes.pop()} rows" if len(sizes) == 1 else "Holm over "
+                    + ", ".join(f"{n} rows ({method})" for method, n in families.items()))
+            out.append(f"- {row.name} against {reference} ({holm}): " + "; ".join(parts))
         else:
             out.append(f"- {row.name} against {reference}: nothing could be compared (see the table)")
     return out

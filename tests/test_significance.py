@@ -226,6 +226,10 @@ def test_compare_to_reference_applies_holm_per_metric_and_method():
                         "Corr (higher is better): no difference detected at 95 % (paired t); "
                         "Acc2 (non0) (higher is better): no difference detected at 95 % (paired t)")  # equal: p 1
     assert lines[2] == "- two seeds against ref: nothing could be compared (see the table)"
+    rows = [SystemResults("a", shifted(0.0), _pair(n=50)[1]), SystemResults("b", None, _pair(n=50)[1])]
+    mixed = verdict_lines("ref", sig.compare_to_reference(SystemResults("ref", base, _pair(n=50)[2]), rows,
+                                                          n_resamples=200))
+    assert mixed[0].startswith("- a against ref (Holm over 1 rows (paired t), 2 rows (bootstrap)): MAE")
     missing = sig.compare_to_reference(SystemResults("ref", base), [SystemResults("x", None, per_seed_missing="gone")])
     assert missing[0].cells["mae", sig.PAIRED].reason == "gone"
     assert missing[0].cells["mae", sig.BOOTSTRAP].reason == "no per-segment predictions"  # the row lacks them first
