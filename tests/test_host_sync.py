@@ -17,6 +17,7 @@ import torch
 
 from conftest import fake_batch
 from tiny_features import TINY_MODEL as TINY
+import m3sa.models.encoders as encoders
 from m3sa.config import config_from_dict
 from m3sa.models import build_model
 from m3sa.training import Runtime, Trainer
@@ -56,7 +57,10 @@ def trainer_for(model: dict, **train) -> Trainer:
 
 @pytest.mark.parametrize("model", [{}, {"filter": "hard"}, {"recipe": "paper"}, {"name": "late_fusion"},
                                    {"filter": "none", "fusion": "graph"}])
-def test_no_host_read_inside_a_training_step(model):
+def test_no_host_read_inside_a_training_step(model, monkeypatch):
+    # the code path taken on CUDA, where a host read waits for the device (on the CPU the text
+    # encoder keeps transformers' own mask handling, whose host test costs nothing there)
+    monkeypatch.setattr(encoders, "host_reads_sync", lambda device: True)
     trainer = trainer_for(model)
     batches = [fake_batch(batch_size=4, seed=s) for s in range(3)]
     trainer.step(batches[0])  # first call: lazy initialisation (optimizer state) is not a step's cost
@@ -99,8 +103,10 @@ def test_ready_made_encoder_mask_gives_the_same_hidden_states(lengths):
     bert = load_encoder("random:tiny").eval()
     batch = fake_batch(batch_size=4, lengths=lengths)
     mask = batch["attention_mask"].bool()
+    ready_made = mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)  # what encoder_mask gives on CUDA
+    assert torch.equal(encoder_mask(bert, mask), mask.long())  # the CPU: transformers' own handling
     with torch.no_grad():
-        ours = bert(input_ids=batch["input_ids"], attention_mask=encoder_mask(bert, mask)).last_hidden_state
+        ours = bert(input_ids=batch["input_ids"], attention_mask=ready_made).last_hidden_state
         theirs = bert(input_ids=batch["input_ids"], attention_mask=mask.long()).last_hidden_state
     assert bert.config._attn_implementation == "sdpa"
     valid = mask.unsqueeze(-1).expand_as(ours)
