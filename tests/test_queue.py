@@ -90,6 +90,7 @@ case "$1 $2" in
     echo "Started '$4' new experiment task queue workers."
     sleep 300 &
     echo $! > worker.pid
+    echo $$ > start.pid
     exec sleep 300 ;;
   "queue status")
     if [ -f polled ]; then printf 'Task  Name  Created  Status\\na1  table3-full-soft  10:00 AM  Success\\n\\nWorker status: 0 active, 0 idle\\n'
@@ -122,8 +123,10 @@ def test_the_table_command_ends_when_the_queue_has_drained_even_if_queue_start_l
         assert gathered and gathered[0][-2:] == ["stages.collect", "--all-commits"]
         log = (tmp_path / queue.START_LOG).read_text()
         assert "Started '1' new experiment task queue workers." in log
-        out = subprocess.run(["pgrep", "-f", f"{tmp_path}/dvc queue start"], capture_output=True, text=True)
-        assert out.stdout.strip() == "", "the lingering `dvc queue start` was left running"
+        import psutil
+
+        start_pid = int((tmp_path / "start.pid").read_text())
+        assert not psutil.pid_exists(start_pid), "the lingering `dvc queue start` was left running"
     finally:
         pid = (tmp_path / "worker.pid")
         if pid.exists():
