@@ -53,6 +53,11 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainState:
+        """The state :meth:`to_dict` wrote (keys it does not know are ignored)."""
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
     def record(self, epoch: int, value: float, metric: str, scores: dict[str, float], patience: int) -> bool:
         """Mark ``epoch`` done with valid ``value`` on ``metric``; True when it is the best so far.
         After ``patience`` epochs without improvement the run is marked stopped (early stopping)."""
@@ -119,7 +124,7 @@ def try_resume(path: Path, cfg: Config, seed: int, trainer: Trainer, meta: dict[
         return None
     trainer.core.load_state_dict(ckpt["model_state"])
     trainer.load_optimizer_state(ckpt["optimizer_state"])
-    state = TrainState(**{k: v for k, v in ckpt["train_state"].items() if k in TrainState.__dataclass_fields__})
+    state = TrainState.from_dict(ckpt["train_state"])
     log.info("seed %d: resuming from %s after epoch %d", seed, path, state.epoch)
     return state
 
@@ -146,7 +151,7 @@ def finished_state(path: Path, cfg: Config, seed: int, meta: dict[str, Any]) -> 
             log.warning("%s: the finished seed was written with other parameters or data; seed %d starts "
                         "from scratch", path, seed)
             return None
-        state = TrainState(**{k: v for k, v in raw["train_state"].items() if k in TrainState.__dataclass_fields__})
+        state = TrainState.from_dict(raw["train_state"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("%s: unreadable (%s); seed %d starts from scratch", path, err, seed)
         return None
