@@ -224,8 +224,8 @@ def test_random_tiny_encoder_is_seeded_and_leaves_global_rng_alone():
 
 def test_packaged_minilm_loads_offline(make_batch):
     tok, enc = load_text_encoder("packaged:all-MiniLM-L6-v2")
-    assert type(enc).__name__ == "BertModel" and enc.config.hidden_size == 384
-    assert enc.pooler is None
+    assert type(enc).__name__ == "Bert" and enc.config.hidden_size == 384  # m3sa.models.bert, no pooler
+    assert getattr(enc, "pooler", None) is None
     ids = tok(["a great movie"], return_tensors="pt")
     assert enc(**ids).last_hidden_state.shape == (1, 5, 384)
     # the default model, with MiniLM, builds and runs
@@ -250,8 +250,14 @@ def test_encoder_spec_errors(tmp_path):
 
 
 def test_local_folder_encoder(tmp_path, tiny_text_encoder):
+    from transformers import BertConfig, BertModel
+
+    from m3sa.tokenization import RANDOM_SHAPES
+
     tok, enc = tiny_text_encoder
-    enc.save_pretrained(tmp_path)
+    saved = BertModel(BertConfig(vocab_size=enc.config.vocab_size, **RANDOM_SHAPES["tiny"]), add_pooling_layer=False)
+    saved.load_state_dict(enc.state_dict())
+    saved.save_pretrained(tmp_path)  # a folder as transformers writes it
     tok.save_pretrained(tmp_path)
     tok2, enc2 = load_text_encoder(str(tmp_path))
     assert enc2.config.hidden_size == 32

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from m3sa.config import ModelConfig
 from m3sa.models.base import Batch
+from m3sa.models.bert import Bert
 from m3sa.models.text import load_encoder
 
 
@@ -61,14 +62,14 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
 def encoder_mask(encoder: nn.Module, mask: Tensor) -> Tensor:
     """The attention mask to hand the text encoder for a (B, T) bool padding ``mask``.
 
-    On an accelerator under SDPA attention (transformers' default): the (B, 1, T, T) boolean
-    mask transformers would build from the 2-D one, given ready-made. Built by transformers,
-    it first tests ``mask.all()`` on the host to skip the mask of an unpadded batch, a device
+    On an accelerator under SDPA attention (:class:`~m3sa.models.bert.Bert`, and transformers'
+    default): the (B, 1, T, T) boolean mask built from the 2-D one, given ready-made. Built
+    from the 2-D mask, it first tests ``mask.all()`` on the host to skip the mask of an unpadded batch, a device
     synchronisation in every forward. On the CPU that test costs nothing and the skipped mask
     lets SDPA take its faster unmasked kernel (about 4 % of a step here), so the CPU, and any
     other attention implementation, gets the 2-D mask. Both give the same values.
     """
-    sdpa = getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa"
+    sdpa = isinstance(encoder, Bert) or getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa"
     if sdpa and host_reads_sync(mask.device):
         return mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
     return mask.long()
