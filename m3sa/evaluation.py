@@ -24,7 +24,7 @@ from m3sa import metrics as metrics_lib
 from m3sa.atomic import atomic_write
 from m3sa.checkpoint import load_model, write_json
 from m3sa.config import Config
-from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_tokenizer, read_meta
+from m3sa.data.dataset import BucketBatchSampler, SplitData, iterate_batches, load_split, load_word_tokenizer, read_meta
 from m3sa.errors import ModelError
 from m3sa.runtime import autocast_for, resolve_device
 
@@ -169,7 +169,7 @@ def evaluate_all(cfg: Config, features_dir: str | Path | None = None, models_dir
         hard = hard or mcfg.model.filter == "hard"
         key = (mcfg.model.text_encoder, mcfg.model.max_tokens)
         if key not in splits:
-            tok = load_tokenizer(mcfg.model.text_encoder) if "language" in meta["modalities"] else None
+            tok = load_word_tokenizer(mcfg.model.text_encoder) if "language" in meta["modalities"] else None
             splits[key] = {s: load_split(features_dir, s, tok, mcfg.model.max_tokens, meta) for s in ("valid", "test")}
         data = splits[key]
         for name in ("valid", "test"):

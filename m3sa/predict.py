@@ -38,7 +38,7 @@ from torch import nn
 from m3sa.checkpoint import load_model
 from m3sa.config import Config, CSDFiles
 from m3sa.data.csd import CSDReader
-from m3sa.data.dataset import SplitData, load_split, load_tokenizer
+from m3sa.data.dataset import SplitData, load_split, load_word_tokenizer
 from m3sa.data.extract import extract
 from m3sa.data.split_writer import standardised
 from m3sa.data.features import FRAME_MODALITIES, arrow_lists, arrow_numeric, read_meta, sequence_values
@@ -128,7 +128,7 @@ class Predictor:
         """
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
         model, ckpt, cfg = load_model(path, dev)
-        tok = load_tokenizer(cfg.model.text_encoder) if "language" in ckpt["modalities"] else None
+        tok = load_word_tokenizer(cfg.model.text_encoder) if "language" in ckpt["modalities"] else None
         bs = batch_size or cfg.evaluate.batch_size
         if bs < 1:
             raise ModelError(f"batch size must be >= 1, got {bs}")

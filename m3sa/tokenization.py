@@ -108,3 +108,61 @@ def load_tokenizer(spec: str) -> Any:
         if kind == "hub":
             raise not_cached(spec, err) from None
         raise ModelError(f"model.text_encoder: cannot load a tokenizer from {where}: {err}") from None
+
+
+class WordTokenizer:
+    """Pre-split words -> WordPiece ids and each piece's word index (None for [CLS]/[SEP]).
+
+    Built from a model folder's ``tokenizer.json``, it runs that file with the tokenizers
+    library, which is what transformers' fast tokenizer runs (the same ids and word indices on
+    every segment of the default data and of CMU-MOSI, tests/test_dataset.py), without
+    importing transformers (about 40 MiB resident). Otherwise it wraps a transformers fast
+    tokenizer.
+    """
+
+    def __init__(self, backend: Any, pad_token_id: int, wraps_transformers: bool = False) -> None:
+        self._backend = backend
+        self._wraps = wraps_transformers
+        self.pad_token_id = pad_token_id
+
+    @staticmethod
+    def from_file(path: Path) -> WordTokenizer:
+        """The tokenizer in ``path`` (a ``tokenizer.json``); ModelError when it is not readable."""
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 - the library raises plain Exceptions for bad files
+            raise ModelError(f"model.text_encoder: {path} is not a readable tokenizer file: {err}") from None
+        backend.no_padding()  # batches are padded by the data code
+        pad = backend.token_to_id("[PAD]")
+        return WordTokenizer(backend, int(pad or 0))
+
+    @staticmethod
+    def wrap(tokenizer: Any) -> WordTokenizer:
+        """A transformers tokenizer (a fast one: word indices need its ``word_ids``)."""
+        if isinstance(tokenizer, WordTokenizer):
+            return tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError("the text encoder's tokenizer is not a fast tokenizer; word_ids() (word alignment) needs one")
+        return WordTokenizer(tokenizer, int(getattr(tokenizer, "pad_token_id", None) or 0), wraps_transformers=True)
+
+    def encode(self, words: list[list[str]], max_tokens: int) -> list[tuple[list[int], list[int | None]]]:
+        """Per segment: its ids, special tokens added, truncated to ``max_tokens``, and word indices."""
+        if self._wraps:
+            enc = self._backend(words, is_split_into_words=True, truncation=True, max_length=max_tokens,
+                                add_special_tokens=True)
+            return [(row, enc.word_ids(i)) for i, row in enumerate(enc["input_ids"])]
+        self._backend.enable_truncation(max_length=max_tokens)
+        return [(e.ids, e.word_ids) for e in self._backend.encode_batch(words, is_pretokenized=True,
+                                                                        add_special_tokens=True)]
+
+
+def load_word_tokenizer(spec: str) -> WordTokenizer:
+    """The :class:`WordTokenizer` of the encoder named by ``spec`` (what data loading uses)."""
+    kind, where = resolve_spec(spec)
+    if kind == "random":
+        where = packaged_path("all-MiniLM-L6-v2")
+    if kind != "hub" and (Path(where) / "tokenizer.json").is_file() and not (Path(where) / "added_tokens.json").exists():
+        return WordTokenizer.from_file(Path(where) / "tokenizer.json")
+    return WordTokenizer.wrap(load_tokenizer(spec))

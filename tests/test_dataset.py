@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -236,3 +237,65 @@ def test_iterate_batches_on_cpu_yields_every_batch(features, tokenizer):
     batches = [[0, 1, 2], [3, 4], [5, 6, 7]]
     got = [b["index"].tolist() for b in iterate_batches(data, batches, torch.device("cpu"))]
     assert got == batches
+
+
+SHARED_WORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi-real-trainvalid" / "CMU_MOSI_TimestampedWords.csd"
+TRICKY = [["unbelievably", "good", "movie"], ["the"] * 300, [], ["naïve", "café", "😀", "don't", "U.S.A.", "1,000"],
+          ["ＦＵＬＬＷＩＤＴＨ", "\u00a0", "a\u0301", "x" * 120], ["[SEP]", "[CLS]", "[PAD]", "[UNK]", "##ing"]]
+
+
+@pytest.mark.parametrize("max_tokens", [128, 16, 3])
+def test_tokenizer_file_encodes_like_transformers(max_tokens):
+    """load_word_tokenizer runs tokenizer.json itself: ids and word indices equal the transformers
+    fast tokenizer's on hand-made edge cases and, when ../shared has it, every real MOSI segment."""
+    from m3sa.tokenization import WordTokenizer, load_word_tokenizer
+
+    ours = load_word_tokenizer("packaged:all-MiniLM-L6-v2")
+    theirs = WordTokenizer.wrap(load_tokenizer("packaged:all-MiniLM-L6-v2"))
+    assert not ours._wraps and ours.pad_token_id == theirs.pad_token_id == 0
+    segments = list(TRICKY)
+    if SHARED_WORDS.is_file() and max_tokens == 128:
+        import h5py
+
+        with h5py.File(SHARED_WORDS, "r") as f:
+            data = f["words"]["data"]
+            segments += [[w.decode() if isinstance(w, bytes) else str(w) for w in np.asarray(data[k]["features"]).ravel()]
+                         for k in sorted(data)]
+    assert ours.encode(segments, max_tokens) == theirs.encode(segments, max_tokens)
+
+
+def test_unreadable_tokenizer_file_is_one_line(tmp_path):
+    from m3sa.errors import ModelError
+    from m3sa.tokenization import WordTokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelError) as err:
+        WordTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert "\n" not in str(err.value) and "tokenizer.json" in str(err.value)
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(width=32, allow_nan=False)), max_size=40), st.integers(0, 5),
+       st.sampled_from(["float32", "float64", "int32", "int64"]))
+@settings(max_examples=60, deadline=None)
+def test_numpy_view_equals_arrow_to_numpy(values, start, kind):
+    """dataset._numpy (no pandas import) reads what Array.to_numpy reads, slices and nulls included."""
+    from m3sa.data.dataset import _numpy
+
+    if kind.startswith("int"):
+        values = [None if v is None else int(max(min(v, 1e6), -1e6)) for v in values]
+    arr = pa.array(values, type=getattr(pa, kind)())[start:]
+    np.testing.assert_array_equal(_numpy(arr), arr.to_numpy(zero_copy_only=False))
+    chunked = pa.chunked_array([arr, arr])
+    np.testing.assert_array_equal(_numpy(chunked), chunked.to_numpy())
+
+
+def test_loading_a_split_imports_neither_pandas_nor_transformers(tmp_path):
+    import subprocess
+    import sys
+
+    features = write_features(tmp_path / "features", sizes=(6, 2, 2))
+    code = (f"import sys; from m3sa.data.dataset import load_split, load_word_tokenizer; "
+            f"load_split({str(features)!r}, 'train', load_word_tokenizer('random:tiny'), 16); "
+            "bad = [m for m in ('pandas', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -26,8 +26,8 @@ from torch import Tensor
 
 from m3sa.config import MODALITIES
 from m3sa.data.features import read_meta  # noqa: F401  (re-exported: training and evaluation read it here)
-from m3sa.errors import DataError
-from m3sa.tokenization import load_tokenizer  # noqa: F401  (re-exported beside load_split)
+from m3sa.errors import DataError, ModelError
+from m3sa.tokenization import WordTokenizer, load_tokenizer, load_word_tokenizer  # noqa: F401  (re-exported beside load_split)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,18 @@ def _read(parquet: pq.ParquetFile, path: Path, columns: list[str], row_group: in
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
 
 
+def _numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric Arrow array as numpy, read from its buffer: ``Array.to_numpy`` imports pandas
+    on first use (about 45 MiB resident in a training process that has no other use for it).
+    Arrays with nulls (or of other types) still go through ``to_numpy`` (nulls become NaN)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count or not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        return arr.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(arr.type.to_pandas_dtype())
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
 def _frames(parquet: pq.ParquetFile, path: Path, m: str, dim: int, segment_ids: list[str]) -> Ragged:
     """``m``'s frame rows as one (N_rows + 1, d_m) tensor, the last row Ragged's zero padding row.
 
@@ -178,9 +190,9 @@ def _frames(parquet: pq.ParquetFile, path: Path, m: str, dim: int, segment_ids: 
         nulls += outer.null_count
         if nulls:
             continue
-        offsets = outer.offsets.to_numpy().astype(np.int64)
+        offsets = _numpy(outer.offsets).astype(np.int64)
         inner = outer.flatten()
-        widths = np.diff(inner.offsets.to_numpy())
+        widths = np.diff(_numpy(inner.offsets))
         if inner.null_count or (widths != dim).any():
             bad = int(np.argmax(widths != dim)) if (widths != dim).any() else 0
             row = sum(map(len, counts)) + int(np.searchsorted(offsets - offsets[0], bad, side="right") - 1)
@@ -189,9 +201,9 @@ def _frames(parquet: pq.ParquetFile, path: Path, m: str, dim: int, segment_ids: 
                 f"says dims.{m} = {dim}; rerun `python -m stages.extract`"
             )
         counts.append(np.diff(offsets))
-        rows.append(inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
+        rows.append(_numpy(inner.flatten()).reshape(-1, dim))
         if has_lens:
-            stated.append(group.column(lens_col).to_numpy())
+            stated.append(_numpy(group.column(lens_col)))
     if nulls:
         raise _schema_error(path, f"column '{m}' has {nulls} null value(s)")
     per_segment = np.concatenate(counts) if counts else np.zeros(0, np.int64)
@@ -220,18 +232,18 @@ def _frames(parquet: pq.ParquetFile, path: Path, m: str, dim: int, segment_ids: 
 
 def _tokenise(words: list[list[str]], tokenizer: Any, max_tokens: int) -> tuple[Ragged, Ragged]:
     """input_ids and word_index (-1 for special tokens) per sample, truncated to max_tokens."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError("the text encoder's tokenizer is not a fast tokenizer; word_ids() (word alignment) needs one")
+    try:
+        tokenizer = WordTokenizer.wrap(tokenizer)
+    except ModelError as err:
+        raise DataError(str(err)) from None
     ids: list[int] = []
     widx: list[int] = []
     offsets = [0]
     chunk = 4096
     for lo in range(0, len(words), chunk):
-        enc = tokenizer(words[lo:lo + chunk], is_split_into_words=True, truncation=True,
-                        max_length=max_tokens, add_special_tokens=True)
-        for i, row in enumerate(enc["input_ids"]):
+        for row, word_ids in tokenizer.encode(words[lo:lo + chunk], max_tokens):
             ids.extend(row)
-            widx.extend(-1 if w is None else w for w in enc.word_ids(i))
+            widx.extend(-1 if w is None else w for w in word_ids)
             offsets.append(len(ids))
     off = np.asarray(offsets, dtype=np.int64)
     return (_ragged(torch.tensor(ids, dtype=torch.long), off, torch.tensor(0)),
@@ -288,7 +300,7 @@ def _split_data(parquet: pq.ParquetFile, path: Path, split: str, tokenizer: Any,
     label_col = _column(table, path, "label", names)
     if not pa.types.is_floating(label_col.type):
         raise _schema_error(path, f"column 'label' has type {label_col.type}, expected float32")
-    labels = torch.from_numpy(label_col.to_numpy().astype(np.float32))  # (n,)
+    labels = torch.from_numpy(_numpy(label_col).astype(np.float32))  # (n,)
     fields: dict[str, Ragged] = {}
     pad_id = 0
     if "language" in modalities:
@@ -298,7 +310,7 @@ def _split_data(parquet: pq.ParquetFile, path: Path, split: str, tokenizer: Any,
         ):
             raise _schema_error(path, f"column 'words' has type {col.type}, expected list<string>")
         fields["input_ids"], fields["word_index"] = _tokenise(col.to_pylist(), tokenizer, max_tokens)
-        pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)  # WordTokenizer or transformers
     for m in FRAME_MODALITIES:
         if m in modalities:
             _require(path, m, names)

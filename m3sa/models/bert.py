@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -185,20 +185,27 @@ class Bert(nn.Module):
         return BertOutput(last_hidden_state=x)
 
     @staticmethod
-    def from_state(cfg: BertConfig, state: dict[str, Tensor]) -> Bert:
-        """The network holding ``state``'s tensors (float32, adopted without a copy where they
-        already are). Leaves the global random generator as it was."""
+    def from_state(cfg: BertConfig, state: Iterable[tuple[str, Tensor]]) -> Bert:
+        """The network holding the weights ``state`` yields (name, tensor), one at a time, each
+        copied into place (so a file's tensors need not all be in memory at once). Names may
+        carry a ``bert.`` prefix or the old ``LayerNorm.gamma/beta``; others are skipped.
+        Leaves the global random generator as it was. ModelError for missing or misshaped weights."""
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation draws
             model = Bert(cfg)
-        wanted = model.state_dict()
-        missing = sorted(set(wanted) - set(state))
+        wanted = model.state_dict()  # views of the parameters
+        filled: set[str] = set()
+        for key, value in state:
+            key = key.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+            if key not in wanted:
+                continue
+            if value.shape != wanted[key].shape:
+                raise ModelError(f"weight {key} has shape {tuple(value.shape)}, the config implies {tuple(wanted[key].shape)}")
+            with torch.no_grad():
+                wanted[key].copy_(value)
+            filled.add(key)
+        missing = sorted(set(wanted) - filled)
         if missing:
             raise ModelError(f"{len(missing)} BERT weights are missing (first: {missing[0]})")
-        bad = [k for k in wanted if state[k].shape != wanted[k].shape]
-        if bad:
-            raise ModelError(f"weight {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
-                             f"the config implies {tuple(wanted[bad[0]].shape)}")
-        model.load_state_dict({k: state[k].to(torch.float32).contiguous() for k in wanted}, assign=True)
         return model
 
 
@@ -216,32 +223,32 @@ def attention_bias(mask: Tensor | None, length: int) -> Tensor | None:
 
 def load_bert(folder: Path, cfg: BertConfig) -> Bert:
     """A :class:`Bert` with the weights of ``folder`` (``model.safetensors`` or
-    ``pytorch_model.bin``, read without running code). Raises ModelError for missing or
-    misshaped weights."""
-    state = {key.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): value
-             for key, value in _read_weights(folder).items()}
+    ``pytorch_model.bin``, read without running code). ModelError for a bad weights file."""
     try:
-        return Bert.from_state(cfg, state)
+        return Bert.from_state(cfg, _read_weights(folder))
     except ModelError as err:
         raise ModelError(f"model.text_encoder: {folder}: {err}") from None
 
 
-def _read_weights(folder: Path) -> dict[str, Tensor]:
+def _read_weights(folder: Path) -> Iterator[tuple[str, Tensor]]:
+    """The (name, tensor) pairs of ``folder``'s weights file, one tensor at a time."""
     if (folder / "model.safetensors").is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
         try:
-            return load_file(str(folder / "model.safetensors"))
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+                for key in f.keys():
+                    yield key, f.get_tensor(key)
         except (SafetensorError, OSError, ValueError) as err:
-            raise ModelError(f"model.text_encoder: {folder / 'model.safetensors'} is not readable: {err}") from None
+            raise ModelError(f"model.safetensors is not readable: {err}") from None
+        return
     if (folder / "pytorch_model.bin").is_file():
         try:
             state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise ModelError(f"model.text_encoder: {folder / 'pytorch_model.bin'} is not a weights file: "
-                             f"{type(err).__name__}") from None
-        if isinstance(state, dict) and all(isinstance(v, Tensor) for v in state.values()):
-            return state
-        raise ModelError(f"model.text_encoder: {folder / 'pytorch_model.bin'} holds no tensor dictionary")
-    raise ModelError(f"model.text_encoder: {folder} has no model.safetensors or pytorch_model.bin")
+            raise ModelError(f"pytorch_model.bin is not a weights file: {type(err).__name__}") from None
+        if not (isinstance(state, dict) and all(isinstance(v, Tensor) for v in state.values())):
+            raise ModelError("pytorch_model.bin holds no tensor dictionary")
+        yield from state.items()
+        return
+    raise ModelError("it has no model.safetensors or pytorch_model.bin")

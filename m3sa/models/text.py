@@ -62,7 +62,7 @@ def _random_bert(shape: str) -> Bert:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         reference = BertModel(HFConfig(vocab_size=len(vocab), **RANDOM_SHAPES[shape]), add_pooling_layer=False)
-    bert = Bert.from_state(BertConfig(vocab_size=len(vocab), **RANDOM_SHAPES[shape]), reference.state_dict())
+    bert = Bert.from_state(BertConfig(vocab_size=len(vocab), **RANDOM_SHAPES[shape]), reference.state_dict().items())
     log.info("text encoder random:%s: BERT, hidden %d", shape, bert.config.hidden_size)
     return bert
 

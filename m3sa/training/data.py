@@ -11,7 +11,7 @@ from typing import Any
 from m3sa.config import Config
 from m3sa.data.dataset import SplitData, load_split, read_meta
 from m3sa.errors import TrainingError
-from m3sa.tokenization import load_tokenizer
+from m3sa.tokenization import load_word_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def load_training_data(cfg: Config, features_dir: str | Path | None = None) -> T
     """Read meta.json, tokenise the train and valid splits once."""
     features_dir = Path(features_dir or cfg.data.features_dir)
     meta = read_meta(features_dir)
-    tok = load_tokenizer(cfg.model.text_encoder) if "language" in meta["modalities"] else None
+    tok = load_word_tokenizer(cfg.model.text_encoder) if "language" in meta["modalities"] else None
     t0 = time.perf_counter()
     train = load_split(features_dir, "train", tok, cfg.model.max_tokens, meta)
     valid = load_split(features_dir, "valid", tok, cfg.model.max_tokens, meta)

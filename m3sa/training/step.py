@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from m3sa import losses
 from m3sa.config import Config
 from m3sa.errors import CheckpointError
+from m3sa.models.used_rows import fit_row_moments
 from m3sa.runtime import Runtime, autocast_for, uses_buckets
 from m3sa.training.optim import build_optimizer, unique_trainable
 
@@ -193,11 +194,17 @@ class Trainer:
                 "unimodal": self.opt_uni.state_dict() if self.opt_uni is not None else None}
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        self.opt_all.load_state_dict(state["multimodal"])
+        """Load both optimizers' state (one written for a full word table is fitted to the used rows)."""
+        self.opt_all.load_state_dict(fit_row_moments(state["multimodal"], _flat(self.opt_all), self.core))
         if self.opt_uni is not None:
             if state.get("unimodal") is None:
                 raise CheckpointError("last.pt has no unimodal optimizer state")
-            self.opt_uni.load_state_dict(state["unimodal"])
+            self.opt_uni.load_state_dict(fit_row_moments(state["unimodal"], _flat(self.opt_uni), self.core))
+
+
+def _flat(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """An optimizer's parameters in the order its state dict numbers them."""
+    return [p for group in opt.param_groups for p in group["params"]]
 
 
 class _PhaseModule(nn.Module):
