@@ -104,9 +104,9 @@ def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path,
     torch.manual_seed(seed)
     model = build_model(cfg.model, data.dims, data.modalities)
     if tc.weight_decay == 0 and "input_ids" in data.train.fields:  # decay would move every row
-        kept = restrict_word_embeddings(model, data.train.fields["input_ids"].values)
+        rows = restrict_word_embeddings(model, data.train.fields["input_ids"].values)
         log.info("text encoder: %d word rows occur in the train split and are trained; the others "
-                 "never get a gradient and are held constant", kept)
+                 "never get a gradient and are held constant", rows)
     trainer = Trainer(cfg, model, rt)
     last_path, best_path, state_path = seed_dir / "last.pt", seed_dir / "best.pt", seed_dir / "state.json"
     state = try_resume(last_path, cfg, seed, trainer, data.meta) or finished_state(state_path, cfg, seed, data.meta)
