@@ -135,7 +135,7 @@ def uses_buckets(padding: str, device: torch.device) -> bool:
 
 # glibc's mallopt parameter: allocations of at least this many bytes are served by mmap.
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 4 << 20
+MMAP_THRESHOLD = 1 << 20
 
 
 def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
@@ -145,10 +145,10 @@ def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
     By default glibc raises this threshold each time such a block is freed, after which
     tensors of the sizes a training step allocates and frees come from its heap, which grows
     with fragmentation and is not given back: resident memory crept up by 70-100 MiB every few
-    steps (docs/benchmarks.md, "Memory"). 4 MiB: peak RSS of 14 default steps 1,322 -> about
-    1,290 MiB at the same CPU time per step; 1 MiB saved 70 MiB more for 3-4 % more CPU time
-    and 128 KiB 160 MiB more for 30 % (page faults of fresh mappings). A process-wide setting
-    that changes no computed value; a no-op outside glibc (macOS, musl)."""
+    steps (docs/benchmarks.md, "Memory"). 1 MiB: a one-seed default stage run peaks at about
+    950 MiB against about 990 with 4 MiB, for about 5 % fewer samples/s (page faults of fresh
+    mappings; 128 KiB cost 30 %). A process-wide setting that changes no computed value; a
+    no-op outside glibc (macOS, musl)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
