@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from m3sa.config import load_params
     from m3sa.data.dataset import BucketBatchSampler, iterate_batches
     from m3sa.models import build_model
-    from m3sa.models.used_rows import restrict_word_embeddings
     from m3sa.runtime import Runtime, return_freed_memory
-    from m3sa.training import Trainer, load_training_data
+    from m3sa.training import Trainer, hold_unused_rows, load_training_data
 
     if not args.glibc_default:
         return_freed_memory()  # as training does (m3sa.runtime.run_settings)
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     mark("load_training_data (train+valid)", f"train+valid Parquet on disk {disk:.0f} MiB")
     torch.manual_seed(0)
     model = build_model(cfg.model, data.dims, data.modalities)
-    if cfg.train.weight_decay == 0 and "input_ids" in data.train.fields:  # as training does
-        restrict_word_embeddings(model, data.train.fields["input_ids"].values)
+    hold_unused_rows(model, cfg, data)  # as training does
     params = sum(p.numel() for p in model.parameters() if p.requires_grad) * 4 / MIB
     mark("build_model", f"parameters {params:.0f} MiB (float32)")
     trainer = Trainer(cfg, model, Runtime(torch.device("cpu")))

@@ -127,7 +127,8 @@ class WordTokenizer:
 
     @staticmethod
     def from_file(path: Path) -> WordTokenizer:
-        """The tokenizer in ``path`` (a ``tokenizer.json``); ModelError when it is not readable."""
+        """The BERT tokenizer in ``path`` (a ``tokenizer.json``); ModelError when it is not readable
+        or has no [PAD] token."""
         from tokenizers import Tokenizer
 
         try:
@@ -136,7 +137,9 @@ class WordTokenizer:
             raise ModelError(f"model.text_encoder: {path} is not a readable tokenizer file: {err}") from None
         backend.no_padding()  # batches are padded by the data code
         pad = backend.token_to_id("[PAD]")
-        return WordTokenizer(backend, int(pad or 0))
+        if pad is None:
+            raise ModelError(f"model.text_encoder: {path} has no [PAD] token; not a BERT WordPiece tokenizer")
+        return WordTokenizer(backend, int(pad))
 
     @staticmethod
     def wrap(tokenizer: Any) -> WordTokenizer:
@@ -163,6 +166,20 @@ def load_word_tokenizer(spec: str) -> WordTokenizer:
     kind, where = resolve_spec(spec)
     if kind == "random":
         where = packaged_path("all-MiniLM-L6-v2")
-    if kind != "hub" and (Path(where) / "tokenizer.json").is_file() and not (Path(where) / "added_tokens.json").exists():
+    if kind != "hub" and _bert_tokenizer_file(Path(where)):
         return WordTokenizer.from_file(Path(where) / "tokenizer.json")
     return WordTokenizer.wrap(load_tokenizer(spec))
+
+
+def _bert_tokenizer_file(folder: Path) -> bool:
+    """Whether ``folder``'s ``tokenizer.json`` alone gives what transformers gives: a BERT
+    WordPiece tokenizer ([PAD] token; checked equal), with no added-tokens file beside it.
+    Other tokenizers (byte-level BPE's prefix space, other pad tokens) go through transformers."""
+    import json
+
+    if not (folder / "tokenizer.json").is_file() or (folder / "added_tokens.json").exists():
+        return False
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type") == "bert"
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -299,3 +299,30 @@ def test_loading_a_split_imports_neither_pandas_nor_transformers(tmp_path):
             "bad = [m for m in ('pandas', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_only_bert_folders_take_the_tokenizer_file_path(tmp_path):
+    """Other model types keep transformers' tokenizer (their pad token and pre-tokenisation differ)."""
+    import shutil
+
+    from m3sa.tokenization import load_word_tokenizer, packaged_path
+
+    folder = tmp_path / "enc"
+    shutil.copytree(packaged_path("all-MiniLM-L6-v2"), folder)
+    assert not load_word_tokenizer(str(folder))._wraps
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    assert load_word_tokenizer(str(folder))._wraps
+
+
+def test_tokenizer_file_without_pad_token_is_one_line(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from m3sa.errors import ModelError
+    from m3sa.tokenization import WordTokenizer
+
+    Tokenizer(WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ModelError) as err:
+        WordTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert "\n" not in str(err.value) and "[PAD]" in str(err.value)

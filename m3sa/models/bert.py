@@ -179,7 +179,7 @@ class Bert(nn.Module):
                 token_type_ids: Tensor | None = None) -> BertOutput:
         """``attention_mask``: (B, T) with 1/True at real tokens, or a ready (B, 1, T, T) bool mask."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        mask = attention_bias(attention_mask, input_ids.shape[1])
+        mask = attention_bias(attention_mask)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return BertOutput(last_hidden_state=x)
@@ -209,7 +209,7 @@ class Bert(nn.Module):
         return model
 
 
-def attention_bias(mask: Tensor | None, length: int) -> Tensor | None:
+def attention_bias(mask: Tensor | None) -> Tensor | None:
     """SDPA's mask for a padding mask, as transformers builds it: None when nothing is padded
     (SDPA's unmasked kernel), else (B, 1, T, T) bool. A 4-D mask is used as given; deciding on
     a 2-D one reads it on the host (callers on an accelerator pass the 4-D form)."""
@@ -218,7 +218,13 @@ def attention_bias(mask: Tensor | None, length: int) -> Tensor | None:
     mask = mask.bool()
     if bool(mask.all()):
         return None
-    return mask[:, None, None, :].expand(-1, 1, length, -1).contiguous()
+    return square_mask(mask).contiguous()
+
+
+def square_mask(mask: Tensor) -> Tensor:
+    """(B, T) bool padding mask -> (B, 1, T, T) bool: query t may attend key s where mask[b, s]
+    (a view, no copy)."""
+    return mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
 
 
 def load_bert(folder: Path, cfg: BertConfig) -> Bert:

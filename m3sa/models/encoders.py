@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from m3sa.config import ModelConfig
 from m3sa.models.base import Batch
-from m3sa.models.bert import Bert
+from m3sa.models.bert import Bert, square_mask
 from m3sa.models.text import load_encoder
 
 
@@ -71,7 +71,7 @@ def encoder_mask(encoder: nn.Module, mask: Tensor) -> Tensor:
     """
     sdpa = isinstance(encoder, Bert) or getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa"
     if sdpa and host_reads_sync(mask.device):
-        return mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+        return square_mask(mask)
     return mask.long()
 
 

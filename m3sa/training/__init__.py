@@ -13,7 +13,7 @@ Device, processes and threads come from :mod:`m3sa.runtime`.
 
 from m3sa.runtime import Runtime, distributed_runtime, torch_settings
 from m3sa.training.data import TrainingData, load_training_data
-from m3sa.training.loop import epoch_seed, train, train_all
+from m3sa.training.loop import epoch_seed, hold_unused_rows, train, train_all
 from m3sa.training.optim import build_optimizer, lr_factor, set_lr
 from m3sa.training.resume import RESUME_FREE_KEYS, TrainState, data_identity, resume_digest
 from m3sa.training.step import Trainer
@@ -28,6 +28,7 @@ __all__ = [
     "data_identity",
     "distributed_runtime",
     "epoch_seed",
+    "hold_unused_rows",
     "load_training_data",
     "lr_factor",
     "resume_digest",

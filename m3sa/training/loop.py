@@ -90,6 +90,21 @@ def train(cfg: Config, features_dir: str | Path | None = None, models_dir: str |
         return _train_seed(cfg, data, seed_dir, live_dir, seed, rt)
 
 
+def hold_unused_rows(model: torch.nn.Module, cfg: Config, data: TrainingData) -> int | None:
+    """Hold the text encoder's word-table rows that the train split never uses constant
+    (:mod:`m3sa.models.used_rows`: the same values, fewer gradients and Adam moments); the
+    number of rows that train, or None when the full table trains (no text, or weight decay,
+    which moves every row)."""
+    from m3sa.models.used_rows import restrict_word_embeddings
+
+    if cfg.train.weight_decay != 0 or "input_ids" not in data.train.fields:
+        return None
+    rows = restrict_word_embeddings(model, data.train.fields["input_ids"].values)
+    log.info("text encoder: %d word rows occur in the train split and are trained; the others "
+             "never get a gradient and are held constant", rows)
+    return rows
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """Torch seed of one epoch of one rank (independent streams, reproducible on resume)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
@@ -97,16 +112,12 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 def _train_seed(cfg: Config, data: TrainingData, seed_dir: Path, live_dir: Path, seed: int, rt: Runtime) -> dict[str, Any]:
     from m3sa.models import build_model
-    from m3sa.models.used_rows import restrict_word_embeddings
 
     wall0 = time.perf_counter()
     tc = cfg.train
     torch.manual_seed(seed)
     model = build_model(cfg.model, data.dims, data.modalities)
-    if tc.weight_decay == 0 and "input_ids" in data.train.fields:  # decay would move every row
-        rows = restrict_word_embeddings(model, data.train.fields["input_ids"].values)
-        log.info("text encoder: %d word rows occur in the train split and are trained; the others "
-                 "never get a gradient and are held constant", rows)
+    hold_unused_rows(model, cfg, data)
     trainer = Trainer(cfg, model, rt)
     last_path, best_path, state_path = seed_dir / "last.pt", seed_dir / "best.pt", seed_dir / "state.json"
     state = try_resume(last_path, cfg, seed, trainer, data.meta) or finished_state(state_path, cfg, seed, data.meta)
